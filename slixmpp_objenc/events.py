@@ -1,0 +1,86 @@
+"""Data carried by the plugin's events, and what ``encryption_info`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "BadTimestampEvent",
+    "DecryptionFailedEvent",
+    "EncryptionFailedEvent",
+    "EncryptionInfo",
+    "PeerRejectedEvent",
+    "UnsupportedEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionInfo:
+    """How a delivered stanza arrived: answer of ``plugin.encryption_info(stanza)``."""
+
+    timestamp: datetime
+    """The sender's timestamp from ``<plain/>``, checked for freshness."""
+    cipher: str
+    """Block cipher wire name."""
+    recipient_fingerprint: str
+    """SHA-256 of our certificate whose key opened the envelope."""
+    sender_fingerprint: str | None
+    """SHA-256 of the certificate we hold for the sender's bare JID, if any.
+
+    The draft has no sender authentication: this says which key we would
+    encrypt to, not who produced the envelope.
+    """
+    delay: datetime | None = None
+    """The server's XEP-0203 stamp when the stanza was an offline message."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionFailedEvent:
+    """``objenc_decryption_failed``: case 4; the stanza is not delivered."""
+
+    stanza: Any
+    """The outer stanza as received (its ``<e2e/>`` still inside)."""
+    reason: str
+    """``undecryptable`` (any failure to open: deliberately not more precise),
+    ``forged`` (inner stanza disagrees with the outer addressing) or ``too-large``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadTimestampEvent:
+    """``objenc_bad_timestamp``: case 3; the stanza is not delivered to handlers."""
+
+    stanza: Any
+    """The decrypted stanza, for display marked as stale."""
+    reason: str
+    """``old``, ``future``, ``decreasing`` or ``replay``."""
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedEvent:
+    """``objenc_unsupported``: a peer answered our encrypted stanza with
+    ``<service-unavailable/>`` (case 1 seen from the sender)."""
+
+    stanza: Any
+    """The error stanza, its id mapped back to the inner stanza's id."""
+    jid: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRejectedEvent:
+    """``objenc_rejected``: a peer could not open our stanza (``decryption-failed``)
+    or refused its timestamp (``bad-timestamp``)."""
+
+    stanza: Any
+    jid: str
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionFailedEvent:
+    """``objenc_encryption_failed``: a stanza that had to be encrypted was not sent."""
+
+    stanza: Any
+    error: Exception

@@ -1,0 +1,101 @@
+"""slixmpp stanza classes for the ``urn:ietf:params:xml:ns:xmpp-objenc:0`` elements
+and the two RFC 3923 error conditions, laid out as slixmpp's own plugins do.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from slixmpp import Iq, Message, Presence
+from slixmpp.stanza import Error
+from slixmpp.xmlstream import ElementBase, register_stanza_plugin
+
+from .core.constants import NS_E2E_ERRORS, NS_OBJENC
+
+__all__ = [
+    "E2E",
+    "BadTimestamp",
+    "Data",
+    "DecryptionFailed",
+    "Key",
+    "Plain",
+    "register_stanza_plugins",
+]
+
+
+class _TextValue(ElementBase):
+    """An element whose character data is exposed as the ``value`` interface."""
+
+    def get_value(self) -> str:
+        return self.xml.text or ""
+
+    def set_value(self, value: str) -> None:
+        self.xml.text = value
+
+    def del_value(self) -> None:
+        self.xml.text = None
+
+
+class Key(_TextValue):
+    """``<key cipher-algo='...' [cert-sha256='...']>base64(K)</key>``."""
+
+    name = "key"
+    namespace = NS_OBJENC
+    plugin_attrib = "key"
+    plugin_multi_attrib = "keys"
+    interfaces: ClassVar[set[str]] = {"cipher-algo", "cert-sha256", "value"}
+
+
+class Data(_TextValue):
+    """``<data cipher-algo mac-algo mac-hash>base64(T)</data>``."""
+
+    name = "data"
+    namespace = NS_OBJENC
+    plugin_attrib = "data"
+    interfaces: ClassVar[set[str]] = {"cipher-algo", "mac-algo", "mac-hash", "mac-data", "value"}
+
+
+class Plain(_TextValue):
+    """``<plain timestamp='...'>base64(S')</plain>``: only ever seen decrypted."""
+
+    name = "plain"
+    namespace = NS_OBJENC
+    plugin_attrib = "plain"
+    interfaces: ClassVar[set[str]] = {"timestamp", "value"}
+
+
+class E2E(ElementBase):
+    """``<e2e/>``: the encrypted payload of a message, iq or presence."""
+
+    name = "e2e"
+    namespace = NS_OBJENC
+    plugin_attrib = "e2e"
+    interfaces: ClassVar[set[str]] = set()
+
+
+class DecryptionFailed(ElementBase):
+    """Application error condition: the ``<e2e/>`` could not be opened (case 4)."""
+
+    name = "decryption-failed"
+    namespace = NS_E2E_ERRORS
+    plugin_attrib = "decryption_failed"
+    interfaces: ClassVar[set[str]] = set()
+
+
+class BadTimestamp(ElementBase):
+    """Application error condition: the timestamp failed the checks (case 3)."""
+
+    name = "bad-timestamp"
+    namespace = NS_E2E_ERRORS
+    plugin_attrib = "bad_timestamp"
+    interfaces: ClassVar[set[str]] = set()
+
+
+def register_stanza_plugins() -> None:
+    """Attach the classes to slixmpp's stanzas (idempotent)."""
+    register_stanza_plugin(E2E, Key, iterable=True)
+    register_stanza_plugin(E2E, Data)
+    for stanza in (Message, Iq, Presence):
+        register_stanza_plugin(stanza, E2E)
+    register_stanza_plugin(Error, DecryptionFailed)
+    register_stanza_plugin(Error, BadTimestamp)
