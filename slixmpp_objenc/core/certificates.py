@@ -161,9 +161,7 @@ def generate_identity(
         .not_valid_before(start)
         .not_valid_after(start + valid_for)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.OtherName(ID_ON_XMPPADDR, _der_utf8string(bare))]
-            ),
+            x509.SubjectAlternativeName([x509.OtherName(ID_ON_XMPPADDR, _der_utf8string(bare))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -7,7 +7,7 @@ Interpretations where the draft is ambiguous are fixed in docs/PROTOCOL.md.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET  # noqa: S405 - building elements only
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime

@@ -32,7 +32,7 @@ class CertificateError(ObjEncError):
     """A certificate cannot be used: no XMPP address, expired, weak key."""
 
 
-class InvalidEnvelope(ObjEncError):  # noqa: N818 - named like Fernet's InvalidToken
+class InvalidEnvelope(ObjEncError):
     """An ``<e2e/>`` element could not be opened.
 
     Deliberately carries no detail: bad base64, unknown algorithm, RSA unwrap
@@ -43,7 +43,7 @@ class InvalidEnvelope(ObjEncError):  # noqa: N818 - named like Fernet's InvalidT
         super().__init__("the <e2e/> element could not be opened")
 
 
-class StaleStanza(ObjEncError):  # noqa: N818
+class StaleStanza(ObjEncError):
     """The envelope opened, but its timestamp fails the draft's section 6 checks.
 
     ``reason`` is one of ``"old"``, ``"future"``, ``"decreasing"`` or

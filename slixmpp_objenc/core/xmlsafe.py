@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import xml.etree.ElementTree as ET  # noqa: S405 - only for types and building, never parsing
+import xml.etree.ElementTree as ET
 
 import defusedxml.ElementTree as SafeET
 
