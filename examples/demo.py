@@ -1,0 +1,188 @@
+"""Two clients talk through a throwaway Prosody; the server only ever holds ciphertext.
+
+Starts a private Prosody on a loopback port, registers "juliet" and an echo
+bot "romeo", gives each an RSA-3072 self-signed certificate for its JID,
+exchanges the certificates, then runs an encrypted conversation and an
+encrypted iq. For every stanza it prints, side by side, what the server
+relayed and what the recipient read, and at the end searches the server's
+own stored data (MAM archive, offline store) for the plaintext.
+
+    tox -e demo        (or: ./dev demo)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from slixmpp import ClientXMPP, Iq
+from slixmpp.xmlstream import ElementBase, register_stanza_plugin
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import StanzaPath
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from echo_bot import EchoBot
+
+import slixmpp_objenc
+from slixmpp_objenc.core import generate_identity
+from slixmpp_objenc.testing import ProsodyServer, find_prosody
+
+WIDTH = 58
+LINES = [
+    "Wherefore art thou, Romeo?",
+    "Deny thy father and refuse thy name.",
+    "What's in a name? That which we call a rose...",
+]
+
+
+class Fortune(ElementBase):
+    """A made-up iq payload: the demo's encrypted request/response."""
+
+    name = "fortune"
+    namespace = "urn:example:objenc:fortune"
+    plugin_attrib = "fortune"
+    interfaces = {"text"}  # noqa: RUF012
+    sub_interfaces = {"text"}  # noqa: RUF012
+
+
+register_stanza_plugin(Iq, Fortune)
+
+
+def side_by_side(title: str, wire: str, read: str) -> None:
+    left = textwrap.wrap(wire, WIDTH) or [""]
+    right = textwrap.wrap(read, WIDTH) or [""]
+    print(f"\n--- {title} " + "-" * (2 * WIDTH - len(title) - 2))
+    print(f"{'what Prosody relayed':<{WIDTH}} | what the recipient read")
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else ""
+        b = right[i] if i < len(right) else ""
+        print(f"{a:<{WIDTH}} | {b}")
+
+
+def shorten(xml: str) -> str:
+    """Elide the long base64 runs, keep the structure visible."""
+    return re.sub(
+        r"[A-Za-z0-9+/=]{40,}", lambda m: f"{m.group(0)[:16]}...[{len(m.group(0))} chars]", xml
+    )
+
+
+async def run(server: ProsodyServer, workdir: Path) -> int:
+    juliet_jid, juliet_pw = await server.create_account("juliet")
+    romeo_jid, romeo_pw = await server.create_account("romeo")
+    print(f"accounts: {juliet_jid} and {romeo_jid} (in-band registration)")
+
+    t0 = time.perf_counter()
+    juliet_id = generate_identity(juliet_jid)
+    romeo_id = generate_identity(romeo_jid)
+    print(f"two RSA-3072 self-signed certificates made in {time.perf_counter() - t0:.2f} s")
+    (workdir / "romeo.key").write_bytes(romeo_id.private_key_pem())
+    (workdir / "romeo.pem").write_bytes(romeo_id.certificate_pem())
+    (workdir / "romeo.key").chmod(0o600)
+
+    romeo_bot: EchoBot = await server.connect_client(  # type: ignore[assignment]
+        romeo_jid,
+        romeo_pw,
+        plugins=[],
+        client_factory=lambda j, p: EchoBot(
+            j,
+            p,
+            {"key_file": str(workdir / "romeo.key"), "cert_file": str(workdir / "romeo.pem")},
+        ),
+        send_presence=True,
+        get_roster=False,
+    )
+    juliet: ClientXMPP = await server.connect_client(
+        juliet_jid,
+        juliet_pw,
+        plugins=["xep_0030", "xep_0199", "objenc"],
+        pconfig={"objenc": {"identity": juliet_id}},
+    )
+    juliet.plugin["objenc"].add_peer_certificate(romeo_id.certificate_pem())
+    romeo_bot.plugin["objenc"].add_peer_certificate(juliet_id.certificate_pem())
+    print("certificates exchanged out of band; fingerprints:")
+    print(f"  juliet {juliet_id.fingerprint[:32]}...")
+    print(f"  romeo  {romeo_id.fingerprint[:32]}...")
+
+    # Show each stanza as it arrived on romeo's and juliet's sockets, before decryption.
+    wire: dict[str, list[str]] = {"romeo": [], "juliet": []}
+    for name, client in (("romeo", romeo_bot), ("juliet", juliet)):
+        plugin = client.plugin["objenc"]
+
+        def capture(stanza: Any, _name: str = name) -> Any:
+            if stanza.name in ("message", "iq"):
+                wire[_name].append(str(stanza))
+            return stanza
+
+        client.del_filter("in", plugin._receive)
+        client.add_filter("in", capture)
+        client.add_filter("in", plugin._receive)
+
+    replies: asyncio.Queue[Any] = asyncio.Queue()
+    juliet.add_event_handler("message", replies.put_nowait)
+    romeo_read: list[str] = []
+    romeo_bot.add_event_handler("message", lambda m: romeo_read.append(str(m)))
+
+    for line in LINES:
+        juliet.send_message(mto=romeo_bot.boundjid.full, mbody=line, mtype="chat")
+        reply = await asyncio.wait_for(replies.get(), 15)
+        info = juliet.plugin["objenc"].encryption_info(reply)
+        side_by_side("juliet -> romeo", shorten(wire["romeo"][-1]), romeo_read[-1])
+        side_by_side(
+            f"romeo -> juliet (encrypted: {info is not None})",
+            shorten(wire["juliet"][-1]),
+            str(reply),
+        )
+
+    def fortune(iq: Iq) -> None:
+        answer = iq.reply()
+        answer["fortune"]["text"] = "A plague on both your houses"
+        answer.send()
+
+    romeo_bot.register_handler(Callback("fortune", StanzaPath("iq@type=get/fortune"), fortune))
+    iq = juliet.make_iq_get(ito=romeo_bot.boundjid.full)
+    iq["fortune"]["text"] = "what does fate hold?"
+    result = await iq.send(timeout=15)
+    side_by_side("iq result, romeo -> juliet", shorten(wire["juliet"][-1]), str(result))
+
+    nurse_jid, _ = await server.create_account("nurse")  # never online: offline storage
+    juliet.plugin["objenc"].add_peer_certificate(generate_identity(nurse_jid).certificate_pem())
+    juliet.send_message(mto=nurse_jid, mbody="Nurse, the key is under the mat", mtype="chat")
+    await juliet.plugin["xep_0199"].ping(jid=server.domain, timeout=15)
+    await asyncio.sleep(0.3)
+    stored = server.stored_files_text()
+    secrets = [*LINES, "plague", "what does fate hold", "under the mat"]
+    leaked = [s for s in secrets if s.split(",")[0] in stored]
+    print("\n--- Prosody's own stored data (MAM archive, offline store) " + "-" * 40)
+    print(f"  encrypted stanzas stored: {stored.count('urn:ietf:params:xml:ns:xmpp-objenc:0')}")
+    print(f"  plaintext found in server storage: {leaked or 'none'}")
+    print(f"  romeo echoed {romeo_bot.echoed} encrypted messages")
+
+    await server.disconnect_client(juliet)
+    await server.disconnect_client(romeo_bot)
+    return 1 if leaked or romeo_bot.echoed != len(LINES) else 0
+
+
+def main() -> int:
+    if find_prosody() is None:
+        print("Prosody is not installed: sudo apt-get install -y prosody", file=sys.stderr)
+        return 1
+    assert slixmpp_objenc.ObjEnc.name == "objenc"
+    workdir = Path(tempfile.mkdtemp(prefix="objenc-demo-"))
+    try:
+        with ProsodyServer() as server:
+            print(f"Prosody {server.domain} listening on {server.host}:{server.c2s_port}")
+            return asyncio.run(run(server, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
