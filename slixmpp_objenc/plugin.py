@@ -7,6 +7,7 @@ through it and wires the results into slixmpp's dispatch.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -67,6 +68,9 @@ log = logging.getLogger(__name__)
 _E2E_TAG = qname(NS_OBJENC, "e2e")
 _DELAY_TAG = qname(NS_DELAY, "delay")
 _MUC_TAG = qname("http://jabber.org/protocol/muc", "x")
+NS_HINTS = "urn:xmpp:hints"
+_BODY_TAG = qname("jabber:client", "body")
+_NO_STORE = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
 _ENCRYPTED_PRESENCE_TYPES = frozenset({"", "available", "unavailable"})
 _ENCRYPTED_MESSAGE_TYPES = frozenset({"", "normal", "chat", "headline"})
 _OUTER_ID_MEMORY = 4096
@@ -323,9 +327,20 @@ class ObjEnc(BasePlugin):
         )
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
+        hints = [copy.copy(child) for child in xml if child.tag.startswith(f"{{{NS_HINTS}}}")]
+        archivable = (
+            isinstance(stanza, Message)
+            and xml.find(_BODY_TAG) is not None
+            and not any(h.tag in _NO_STORE for h in hints)
+        )
         _scrub(stanza)
         xml.set("id", outer_id)
         xml.append(e2e)
+        # Processing hints are for the server: they stay outside (and inside).
+        for hint in hints:
+            xml.append(hint)
+        if archivable and not any(h.tag == qname(NS_HINTS, "store") for h in hints):
+            ET.SubElement(xml, qname(NS_HINTS, "store"))
         self._outer_ids[outer_id] = (inner_id, str(stanza["to"]))
         while len(self._outer_ids) > _OUTER_ID_MEMORY:
             self._outer_ids.popitem(last=False)

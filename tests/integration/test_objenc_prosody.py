@@ -239,7 +239,10 @@ async def test_server_stores_only_ciphertext(
     await alice.client.plugin["xep_0199"].ping(jid=prosody.domain, timeout=WAIT)
     await asyncio.sleep(0.5)
     stored = prosody.stored_files_text()
-    assert "e2e" in stored  # the archive and offline store hold the messages...
+    bob_archive = prosody.user_store_bytes(bob.client.boundjid.bare, "archive").decode()
+    carol_offline = prosody.user_store_bytes(carol_jid, "offline").decode()
+    assert NS_OBJENC in bob_archive  # MAM archived the encrypted message (<store/> hint)...
+    assert NS_OBJENC in carol_offline  # ...and the offline store holds carol's
     assert secret_online not in stored  # ...but never their plaintext
     assert secret_offline not in stored
 

@@ -115,9 +115,26 @@ class TestOutbound(ObjEncTestCase):
         assert inner_xml.tag == "{jabber:client}message"
         assert inner_xml.get("from") == "tester@localhost/resource"
         assert inner_xml.get("id") == "inner-id"
+        # a body means the server should archive it: <store/> hint outside
+        assert outer.find("{urn:xmpp:hints}store") is not None
         # the stanza object itself now holds only the ciphertext (XEP-0198 resends it)
         assert "secret plans" not in str(msg)
         assert msg.xml.find(E2E) is not None
+
+    def test_hints_stay_outside_and_bodyless_messages_are_not_archived(self) -> None:
+        msg = self.xmpp.make_message(mto="alice@example.org", mtype="chat")
+        msg.xml.append(ET.Element("{http://jabber.org/protocol/chatstates}composing"))
+        msg.send()
+        outer, inner = self.sent_to_alice()
+        assert outer.find("{urn:xmpp:hints}store") is None
+        assert b"composing" in inner
+        msg = self.xmpp.make_message(mto="alice@example.org", mbody="ephemeral", mtype="chat")
+        msg.xml.append(ET.Element("{urn:xmpp:hints}no-permanent-store"))
+        msg.send()
+        outer, inner = self.sent_to_alice()
+        assert outer.find("{urn:xmpp:hints}store") is None
+        assert outer.find("{urn:xmpp:hints}no-permanent-store") is not None
+        assert b"no-permanent-store" in inner and b"ephemeral" in inner
 
     def test_iq_and_directed_presence_are_encrypted(self) -> None:
         iq = self.xmpp.make_iq_get(queryxmlns="urn:example:q", ito="alice@example.org/phone")
