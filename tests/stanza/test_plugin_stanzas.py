@@ -195,6 +195,21 @@ class TestOutbound(ObjEncTestCase):
         assert "must not leak" not in str(msg)
 
 
+class TestLifecycle(ObjEncTestCase):
+    def test_disco_feature_and_plugin_end(self) -> None:
+        disco = self.xmpp.plugin["xep_0030"]
+        info = self.run_coro(disco.get_info(jid=self.xmpp.boundjid.full, local=True))
+        assert "urn:ietf:params:xml:ns:xmpp-objenc:0" in info["features"]
+        self.xmpp.plugin.disable("objenc")
+        info = self.run_coro(disco.get_info(jid=self.xmpp.boundjid.full, local=True))
+        features = info["features"]
+        assert "urn:ietf:params:xml:ns:xmpp-objenc:0" not in features
+        self.xmpp.send_message(mto="alice@example.org", mbody="after unload")
+        self.wait_for_send_queue()
+        raw = self.xmpp.socket.next_sent(timeout=1)
+        assert raw is not None and b"after unload" in raw and b"e2e" not in raw
+
+
 class TestInbound(ObjEncTestCase):
     def test_case2_decrypts_and_delivers(self) -> None:
         self.recv(self.alice_seals(CHAT_TO_TESTER.format(body="wherefore")))
