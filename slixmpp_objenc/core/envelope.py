@@ -97,6 +97,8 @@ def seal(
     """
     if not recipients:
         raise EncryptionError("no recipient certificate")
+    if timestamp.tzinfo is None:
+        raise EncryptionError("timestamp must be an aware UTC datetime")
     for recipient in recipients:
         if not isinstance(recipient.public_key, rsa.RSAPublicKey):
             raise EncryptionError("recipient key is not RSA")
@@ -158,9 +160,7 @@ def open_envelope(
     """
     try:
         return _open(e2e, private_key, key_id, max_size)
-    except InvalidEnvelope:
-        raise
-    except Exception:  # every failure looks the same from outside
+    except Exception:  # every failure looks the same from outside, context included
         raise InvalidEnvelope() from None
 
 
@@ -171,7 +171,10 @@ def _unwrap(e2e: ET.Element, private_key: rsa.RSAPrivateKey, key_id: str | None)
     for key in candidates[:MAX_KEYS_TRIED]:
         if key.get("cipher-algo") not in algo.KEY_TRANSPORT_NAMES:
             continue
-        wrapped = b64decode_strict(key.text)
+        try:
+            wrapped = b64decode_strict(key.text)
+        except ValueError:
+            continue  # another recipient's broken key must not lock us out
         if len(wrapped) != (private_key.key_size + 7) // 8:
             continue
         try:

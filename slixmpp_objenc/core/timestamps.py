@@ -28,7 +28,8 @@ __all__ = [
 Clock = Callable[[], datetime]
 
 _RFC3339: Final = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,
 )
 
 
@@ -51,7 +52,10 @@ def _from_ms(ms: int) -> datetime:
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 UTC with ``Z`` and exactly three fraction digits."""
     utc = _from_ms(_to_ms(value))
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str, *, utc_only: bool = True) -> datetime:
@@ -214,7 +218,10 @@ class ReplayGuard:
         return ReplayGuardState(dict(self._last), list(self._seen.items()))
 
     def restore(self, state: ReplayGuardState) -> None:
-        """Load a snapshot taken by :meth:`state` (merging with what is held)."""
-        self._last.update(state.last_accepted)
+        """Load a snapshot taken by :meth:`state`, merging: newer knowledge wins."""
+        for sender, (ts, received_at) in state.last_accepted.items():
+            held = self._last.get(sender)
+            if held is None or held[1] < received_at:
+                self._last[sender] = (ts, received_at)
         for digest, ts in state.seen:
-            self._seen[digest] = ts
+            self._seen.setdefault(digest, ts)

@@ -33,10 +33,11 @@ def parse_untrusted(data: bytes) -> ET.Element:
 
 def b64decode_strict(text: str | None) -> bytes:
     """RFC 4648 base64, whitespace ignored, any other stray character refused."""
-    if not text:
+    compact = (text or "").translate(_WHITESPACE)
+    if not compact:
         raise ValueError("empty base64")
     try:
-        return base64.b64decode(text.translate(_WHITESPACE), validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("bad base64") from exc
 
