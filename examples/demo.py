@@ -94,7 +94,12 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
         client_factory=lambda j, p: EchoBot(
             j,
             p,
-            {"key_file": str(workdir / "romeo.key"), "cert_file": str(workdir / "romeo.pem")},
+            {
+                "key_file": str(workdir / "romeo.key"),
+                "cert_file": str(workdir / "romeo.pem"),
+                "data_dir": str(workdir),
+                "pep": False,
+            },
         ),
         send_presence=True,
         get_roster=False,
@@ -103,7 +108,7 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
         juliet_jid,
         juliet_pw,
         plugins=["xep_0030", "xep_0199", "objenc"],
-        pconfig={"objenc": {"identity": juliet_id}},
+        pconfig={"objenc": {"identity": juliet_id, "data_dir": str(workdir), "pep": False}},
     )
     juliet.plugin["objenc"].add_peer_certificate(romeo_id.certificate_pem())
     romeo_bot.plugin["objenc"].add_peer_certificate(juliet_id.certificate_pem())

@@ -6,12 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .store.base import TrustState
+
 __all__ = [
     "BadTimestampEvent",
     "DecryptionFailedEvent",
     "EncryptionFailedEvent",
     "EncryptionInfo",
+    "KeyChangedEvent",
     "PeerRejectedEvent",
+    "PublishFailedEvent",
+    "SasEvent",
     "UnsupportedEvent",
 ]
 
@@ -34,6 +39,8 @@ class EncryptionInfo:
     """
     delay: datetime | None = None
     """The server's XEP-0203 stamp when the stanza was an offline message."""
+    sender_trust: TrustState | None = None
+    """Trust state of :attr:`sender_fingerprint` (``verified``, ``tofu``, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +91,37 @@ class EncryptionFailedEvent:
 
     stanza: Any
     error: Exception
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChangedEvent:
+    """``objenc_key_changed``: a contact presents a certificate other than the one(s)
+    pinned. Stanzas to the contact are held until ``accept_key_change`` or
+    ``reject_key_change``."""
+
+    jid: str
+    old_fingerprints: tuple[str, ...]
+    new_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailedEvent:
+    """``objenc_publish_failed``: our certificate could not be published to PEP with
+    the contacts-only access model (we never fall back to an open node)."""
+
+    condition: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SasEvent:
+    """``objenc_sas``: a verification exchange finished; show :attr:`sas` to the user
+    and call ``confirm_verification(sid, matched)``."""
+
+    jid: str
+    sid: str
+    sas: str
+    """Six characters to read to each other."""
+    peer_fingerprint: str
+    role: str
+    """``initiator`` or ``responder``."""

@@ -1,27 +1,37 @@
-"""The slixmpp glue: filters, handlers, events and disco.
+"""The slixmpp glue: filters, handlers, events, PEP and disco.
 
-Thin by design: every decision about bytes, algorithms and timestamps is made
-by :mod:`slixmpp_objenc.core`; this module only decides *which* stanzas go
-through it and wires the results into slixmpp's dispatch.
+Thin by design: bytes, algorithms, timestamps, trust decisions and the
+verification math live in :mod:`slixmpp_objenc.core`; keys and certificates
+in :class:`~slixmpp_objenc.keyring.Keyring`. This module decides only which
+stanzas go through them and wires the results into slixmpp's dispatch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import logging
 import os
+import stat
 import time
 import weakref
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from slixmpp import JID, Iq, Message, Presence
+from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins import BasePlugin
-from slixmpp.xmlstream import StanzaBase, tostring
+from slixmpp.plugins.xep_0004 import Form
+from slixmpp.plugins.xep_0060 import stanza as pubsub_stanza
+from slixmpp.xmlstream import StanzaBase, register_stanza_plugin, tostring
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import StanzaPath
 
 from .core import (
     BLOCK_CIPHERS,
@@ -29,12 +39,13 @@ from .core import (
     EncryptionError,
     Identity,
     InvalidEnvelope,
+    OpenedEnvelope,
     PeerCertificate,
     Recipient,
     ReplayGuard,
     StaleStanza,
     TimestampSource,
-    generate_identity,
+    format_timestamp,
     load_certificate,
     load_private_key,
     open_envelope,
@@ -51,29 +62,42 @@ from .core.constants import (
     qname,
 )
 from .core.timestamps import utcnow
+from .core.trust import Observation
+from .core.verification import SasInitiator, SasResponder, VerificationError
 from .events import (
     BadTimestampEvent,
     DecryptionFailedEvent,
     EncryptionFailedEvent,
     EncryptionInfo,
+    KeyChangedEvent,
     PeerRejectedEvent,
+    PublishFailedEvent,
+    SasEvent,
     UnsupportedEvent,
 )
-from .stanza import register_stanza_plugins
+from .keyring import Keyring
+from .stanza import Certificate, register_stanza_plugins
+from .store import PeerRecord, Storage, TrustState
 
-__all__ = ["ObjEnc"]
+__all__ = ["NODE_CERTS", "ObjEnc"]
 
 log = logging.getLogger(__name__)
 
+NODE_CERTS = NS_OBJENC + ":certs"
+"""PEP node holding our certificates: one item per certificate, id = fingerprint."""
+
+NS_HINTS = "urn:xmpp:hints"
 _E2E_TAG = qname(NS_OBJENC, "e2e")
 _DELAY_TAG = qname(NS_DELAY, "delay")
 _MUC_TAG = qname("http://jabber.org/protocol/muc", "x")
-NS_HINTS = "urn:xmpp:hints"
 _BODY_TAG = qname("jabber:client", "body")
 _NO_STORE = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
 _ENCRYPTED_PRESENCE_TYPES = frozenset({"", "available", "unavailable"})
 _ENCRYPTED_MESSAGE_TYPES = frozenset({"", "normal", "chat", "headline"})
 _OUTER_ID_MEMORY = 4096
+_MAX_OWN_KEYS_TRIED = 3
+_NEGATIVE_DISCOVERY_SECONDS = 300.0
+_LAST_SENT = "last-sent-timestamp"
 
 
 class _ErrorBudget:
@@ -100,33 +124,50 @@ class _ErrorBudget:
 class ObjEnc(BasePlugin):
     """End-to-end object encryption (draft-miller-3923bis-02) for slixmpp.
 
+    With no configuration at all it keeps a key and certificate per account
+    in an SQLite file under the platform's data directory, publishes the
+    certificate to PEP, discovers contacts' certificates the same way, pins
+    them on first use and never falls back to plaintext once a contact has
+    been seen with a certificate.
+
     Configuration (``pconfig``):
 
+    ``data_dir``
+        where the per-account store lives (default: the platform's user
+        data directory, ``~/.local/share/slixmpp-objenc`` on Linux).
+    ``storage``
+        a :class:`~slixmpp_objenc.store.Storage` to use instead of SQLite.
     ``key_file``, ``cert_file``, ``key_password``
-        our RSA private key and certificate (PEM). Without them an in-memory
-        identity is generated for this run (not persisted).
+        use this key and certificate (PEM) instead of generated ones.
+    ``pep``
+        publish our certificate and discover others' over PEP (default on).
+    ``hold_on_key_change``
+        hold stanzas to a contact whose certificate changed until the
+        application decides (default on); off: encrypt to the old keys only.
     ``cipher``
-        block cipher for outgoing stanzas; default ``AES-128-CBC-PKCS5-WITH-IV``.
-    ``error_replies``
-        send ``<bad-request/><decryption-failed/>`` for case 4 (default on).
-    ``bad_timestamp_replies``
-        send ``<not-acceptable/><bad-timestamp/>`` for case 3 (default on).
-    ``error_replies_per_minute``
-        cap on error replies per sender (default 10).
+        ``AES-128-CBC-PKCS5-WITH-IV`` (default) or ``AES-256-CBC-PKCS5-WITH-IV``.
+    ``error_replies``, ``bad_timestamp_replies``, ``error_replies_per_minute``
+        the draft's error stanzas for cases 4 and 3 (on; at most 10/min/sender).
 
-    Expert knobs, for tests and unusual deployments: ``identity`` (an
-    :class:`~slixmpp_objenc.core.Identity`), ``clock`` (returns an aware UTC
-    datetime), ``random_bytes``, ``max_envelope_size``, ``replay_guard``.
+    Expert knobs: ``identity``, ``key_size`` (3072), ``clock``,
+    ``random_bytes``, ``max_envelope_size``, ``replay_guard``,
+    ``discovery_timeout`` (10 s).
     """
 
     name = "objenc"
     description = "End-to-End Object Encryption (draft-miller-3923bis-02)"
-    dependencies: ClassVar[set[str]] = {"xep_0030"}
+    dependencies: ClassVar[set[str]] = {"xep_0030", "xep_0060", "xep_0115", "xep_0163"}
     default_config: ClassVar[dict[str, Any]] = {
+        "data_dir": None,
+        "storage": None,
         "key_file": None,
         "cert_file": None,
         "key_password": None,
         "identity": None,
+        "key_size": 3072,
+        "pep": True,
+        "hold_on_key_change": True,
+        "discovery_timeout": 10.0,
         "cipher": "AES-128-CBC-PKCS5-WITH-IV",
         "error_replies": True,
         "bad_timestamp_replies": True,
@@ -141,16 +182,22 @@ class ObjEnc(BasePlugin):
 
     def plugin_init(self) -> None:
         register_stanza_plugins()
+        register_stanza_plugin(pubsub_stanza.Item, Certificate)
+        register_stanza_plugin(pubsub_stanza.EventItem, Certificate)
         self._clock: Callable[[], datetime] = self.config.get("clock") or utcnow
         self._random_bytes: Callable[[int], bytes] = self.config.get("random_bytes") or os.urandom
         cipher = BLOCK_CIPHERS.get(self.config.get("cipher") or "")
         if cipher is None:
             raise EncryptionError(f"unknown cipher {self.config.get('cipher')!r}")
         self._cipher = cipher
-        self.identity: Identity = self._load_identity()
+        self._configured_identity = self._identity_from_config()
+        self.storage: Storage = self.config.get("storage") or self._default_storage()
+        self.keyring = Keyring(self.storage, self._clock)
         self._timestamps = TimestampSource(self._clock)
         self.replay_guard: ReplayGuard = self.config.get("replay_guard") or ReplayGuard()
-        self._peers: dict[str, PeerCertificate] = {}
+        self._ready = asyncio.Event()
+        self._load_error: BaseException | None = None
+        self._parked: list[StanzaBase] = []
         self._pending: weakref.WeakKeyDictionary[ET.Element, list[PeerCertificate]] = (
             weakref.WeakKeyDictionary()
         )
@@ -159,20 +206,51 @@ class ObjEnc(BasePlugin):
         )
         self._outer_ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._error_budget = _ErrorBudget(int(self.config.get("error_replies_per_minute", 10)))
+        self._holds: dict[str, asyncio.Future[None]] = {}
+        self._discovering: dict[str, asyncio.Future[None]] = {}
+        self._no_certificates: dict[str, float] = {}
+        self._sas: dict[str, SasInitiator | SasResponder] = {}
+        self._sas_peers: dict[str, tuple[str, str]] = {}
+        self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pep_interest = False
 
         self.xmpp.add_filter("out", self._plan_outbound)
         self.xmpp.add_filter("out_sce", self._seal_outbound)
         self.xmpp.add_filter("in", self._receive)
         self.xmpp.add_event_handler("session_bind", self._on_session_bind)
+        self.xmpp.add_event_handler("session_start", self._on_session_start)
+        self.xmpp.add_event_handler("objenc_certs_publish", self._on_certificates_notified)
+        self.xmpp.add_event_handler("objenc_certs_retract", self._on_certificates_notified)
+        self.xmpp.register_handler(
+            CoroutineCallback(
+                "objenc verification", StanzaPath("iq@type=set/objenc_sas"), self._handle_sas
+            )
+        )
+        self._spawn(self._load())
+
+    def _register_pep_interest(self) -> None:
+        # Not in post_init: slixmpp may call that before our dependencies exist.
+        if self.config.get("pep", True) and not self._pep_interest:
+            self._pep_interest = True
+            self.xmpp.plugin["xep_0163"].add_interest(NODE_CERTS)
+            self.xmpp.plugin["xep_0060"].map_node_event(NODE_CERTS, "objenc_certs")
 
     def plugin_end(self) -> None:
-        self.xmpp.del_filter("out", self._plan_outbound)
+        self.xmpp.del_filter("out", self._plan_outbound)  # type: ignore[arg-type]
         self.xmpp.del_filter("out_sce", self._seal_outbound)
         self.xmpp.del_filter("in", self._receive)
         self.xmpp.del_event_handler("session_bind", self._on_session_bind)
+        self.xmpp.del_event_handler("session_start", self._on_session_start)
+        self.xmpp.del_event_handler("objenc_certs_publish", self._on_certificates_notified)
+        self.xmpp.del_event_handler("objenc_certs_retract", self._on_certificates_notified)
+        self.xmpp.remove_handler("objenc verification")
+        for task in list(self._tasks):
+            task.cancel()
         disco = self.xmpp.plugin.get("xep_0030", None)
         if disco is not None:
             disco.del_feature(feature=NS_OBJENC)
+            disco.del_feature(feature=NODE_CERTS + "+notify")
 
     def session_bind(self, jid: JID) -> None:
         self.xmpp.plugin["xep_0030"].add_feature(NS_OBJENC)
@@ -182,27 +260,117 @@ class ObjEnc(BasePlugin):
         # before we drop or replace it, and must not count it twice.
         self.xmpp.del_filter("in", self._receive)
         self.xmpp.add_filter("in", self._receive)
+        self._register_pep_interest()
 
-    def _load_identity(self) -> Identity:
+    async def _on_session_start(self, _event: Any) -> None:
+        await self._ready.wait()
+        if self.config.get("pep", True) and self._load_error is None:
+            await self.publish_certificate()
+
+    async def ready(self) -> None:
+        """Wait until keys are loaded (or created on first start); raise if that failed."""
+        await self._ready.wait()
+        if self._load_error is not None:
+            raise EncryptionError(f"objenc could not load its keys: {self._load_error}")
+
+    async def flush(self) -> None:
+        """Wait until every pending write has reached the store."""
+        await self._writes.join()
+
+    async def close(self) -> None:
+        """Flush pending writes and close the store (call before exiting)."""
+        await self.flush()
+        await self.storage.close()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro, loop=self.xmpp.loop)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Write-behind, in order: the stanza path never waits for storage."""
+        self._writes.put_nowait(write)
+        if not any(getattr(t, "_objenc_writer", False) for t in self._tasks):
+            task = asyncio.ensure_future(self._writer(), loop=self.xmpp.loop)
+            task._objenc_writer = True  # type: ignore[attr-defined]
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _writer(self) -> None:
+        while not self._writes.empty():
+            write = await self._writes.get()
+            try:
+                await write()
+            except Exception:
+                log.exception("objenc: a write to the store failed")
+            finally:
+                self._writes.task_done()
+
+    def _identity_from_config(self) -> Identity | None:
         configured = self.config.get("identity")
         if isinstance(configured, Identity):
-            identity = configured
-        elif self.config.get("key_file") or self.config.get("cert_file"):
-            key_file, cert_file = self.config.get("key_file"), self.config.get("cert_file")
-            if not (key_file and cert_file):
-                raise EncryptionError("key_file and cert_file must be given together")
-            password = self.config.get("key_password")
-            if isinstance(password, str):
-                password = password.encode()
-            try:
-                key = load_private_key(Path(key_file).read_bytes(), password)
-                cert = load_certificate(Path(cert_file).read_bytes())
-                identity = Identity(key, cert)
-            except (OSError, CertificateError) as exc:
-                raise EncryptionError(f"cannot load our key or certificate: {exc}") from exc
-        else:
-            log.warning("objenc: no key_file/cert_file; using a throwaway in-memory identity")
-            identity = generate_identity(self.xmpp.boundjid.bare or "unknown@invalid")
+            return configured
+        key_file, cert_file = self.config.get("key_file"), self.config.get("cert_file")
+        if not (key_file or cert_file):
+            return None
+        if not (key_file and cert_file):
+            raise EncryptionError("key_file and cert_file must be given together")
+        mode = os.stat(key_file).st_mode
+        if mode & stat.S_IROTH:
+            raise EncryptionError(
+                f"refusing to use {key_file}: the private key is world-readable "
+                f"(chmod 600 {key_file})"
+            )
+        password = self.config.get("key_password")
+        if isinstance(password, str):
+            password = password.encode()
+        try:
+            key = load_private_key(Path(key_file).read_bytes(), password)
+            cert = load_certificate(Path(cert_file).read_bytes())
+            return Identity(key, cert)
+        except (OSError, CertificateError) as exc:
+            raise EncryptionError(f"cannot load our key or certificate: {exc}") from exc
+
+    def _default_storage(self) -> Storage:
+        from .store.sqlite import SQLiteStorage, account_store_path, default_data_dir
+
+        data_dir = self.config.get("data_dir")
+        directory = Path(data_dir) if data_dir else default_data_dir()
+        return SQLiteStorage(account_store_path(directory, self.xmpp.boundjid.bare))
+
+    async def _load(self) -> None:
+        try:
+            await self.storage.open()
+            await self.keyring.load()
+            bare = self.xmpp.boundjid.bare
+            if self._configured_identity is not None:
+                identity = self._configured_identity
+                if self.keyring.identity is None or (
+                    self.keyring.identity.fingerprint != identity.fingerprint
+                ):
+                    await self.keyring.add_identity(identity)
+            else:
+                await self.keyring.ensure_identity(
+                    bare, key_size=int(self.config.get("key_size", 3072))
+                )
+            self._check_own_identity()
+            self.replay_guard.restore(await self.storage.load_replay_state())
+            last = await self.storage.get_setting(_LAST_SENT)
+            if last:
+                self._timestamps = TimestampSource(self._clock, last=parse_timestamp(last))
+        except Exception as exc:
+            log.exception("objenc: cannot load keys; encryption is unavailable (fail closed)")
+            self._load_error = exc
+        finally:
+            self._ready.set()
+        parked, self._parked = self._parked, []
+        for stanza in parked:
+            result = self._receive(stanza)
+            if result is not None:
+                self._dispatch_local(result)
+
+    def _check_own_identity(self) -> None:
+        identity = self.identity
         try:
             own = validate_peer_certificate(identity.certificate, now=self._clock())
         except CertificateError as exc:
@@ -210,9 +378,24 @@ class ObjEnc(BasePlugin):
         bare = self.xmpp.boundjid.bare
         if bare and JID(bare).bare not in {JID(j).bare for j in own.jids}:
             raise EncryptionError(f"our certificate does not name {bare}")
-        return identity
+
+    def _dispatch_local(self, stanza: StanzaBase) -> None:
+        """Hand a stanza to slixmpp's handlers that XEP-0198 already counted (or that
+        never was on the wire): its counter is compensated so acks stay exact."""
+        sm = self.xmpp.plugin.get("xep_0198", None)
+        if sm is not None and sm.enabled_in and isinstance(stanza, Message | Iq | Presence):
+            sm.handled = (sm.handled - 1) % 2**32
+        self.xmpp.recv_stanza(stanza)
 
     # -- public API --------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        """Our active identity. Raises :class:`EncryptionError` before :meth:`ready`."""
+        identity = self.keyring.identity or self._configured_identity
+        if identity is None:
+            raise EncryptionError("no identity yet: await plugin.ready()")
+        return identity
 
     @property
     def fingerprint(self) -> str:
@@ -223,32 +406,193 @@ class ObjEnc(BasePlugin):
         """Our certificate, to hand to peers."""
         return self.identity.certificate_pem()
 
-    def add_peer_certificate(self, pem: bytes) -> PeerCertificate:
-        """Trust a peer certificate for the JIDs its ``id-on-xmppAddr`` names.
+    def add_peer_certificate(
+        self, pem: bytes, trust: TrustState = TrustState.TOFU
+    ) -> PeerCertificate:
+        """Hold a peer certificate for the JIDs its ``id-on-xmppAddr`` names.
 
-        Raises :class:`~slixmpp_objenc.core.CertificateError` with the reason.
+        Adding by hand is the user's decision, so it is trusted as given
+        (``tofu`` by default). Raises :class:`CertificateError` with the reason.
         """
         peer = validate_peer_certificate(pem, now=self._clock())
-        for jid in peer.jids:
-            self._peers[JID(jid).bare] = peer
+        _, records = self.keyring.observe_now(peer, source="manual", trust=trust)
+        for record in records:
+            self._persist(self._saver(record))
+            self._release_hold(record.jid)
         return peer
 
-    def remove_peer_certificate(self, jid: JID | str) -> None:
-        """Forget the certificate held for a bare JID: stanzas to it go in the clear."""
-        self._peers.pop(JID(jid).bare, None)
+    def _saver(self, record: PeerRecord) -> Callable[[], Awaitable[None]]:
+        return lambda: self.storage.save_peer(record)
+
+    def remove_peer_certificate(self, jid: JID | str, fingerprint: str | None = None) -> None:
+        """Forget the certificate(s) held for a bare JID. Once none is held, stanzas
+        to it go in the clear again unless encryption is required for it."""
+        bare = JID(jid).bare
+        for record in self.keyring.records(bare):
+            if fingerprint is None or record.fingerprint == fingerprint:
+                self.keyring.forget_now(record.jid, record.fingerprint)
+                self._persist(self._deleter(record.jid, record.fingerprint))
+
+    def _deleter(self, jid: str, fingerprint: str) -> Callable[[], Awaitable[None]]:
+        return lambda: self.storage.delete_peer(jid, fingerprint)
 
     def peer_certificate(self, jid: JID | str) -> PeerCertificate | None:
-        """The certificate held for a JID's bare part, if any."""
-        return self._peers.get(JID(jid).bare)
+        """The first usable certificate held for a JID's bare part, if any."""
+        usable = self.keyring.usable(JID(jid).bare, self._clock())
+        return usable[0] if usable else None
+
+    async def set_trust(self, jid: JID | str, fingerprint: str, trust: TrustState) -> None:
+        """Set a peer certificate's trust state (``verified``, ``tofu``, ``untrusted``,
+        ``revoked``); releases stanzas held for the JID once nothing is pending."""
+        bare = JID(jid).bare
+        await self.keyring.set_trust(bare, fingerprint, TrustState(trust))
+        self._release_hold(bare)
+
+    async def accept_key_change(self, jid: JID | str, fingerprint: str) -> None:
+        """Trust a changed certificate; held stanzas are then encrypted to it."""
+        await self.set_trust(jid, fingerprint, TrustState.TOFU)
+
+    async def reject_key_change(self, jid: JID | str, fingerprint: str) -> None:
+        """Refuse a changed certificate for good; held stanzas go to the old keys."""
+        await self.set_trust(jid, fingerprint, TrustState.REVOKED)
+
+    async def require_encryption(self, jid: JID | str, required: bool = True) -> None:
+        """Refuse plaintext to ``jid`` even before a certificate is known."""
+        await self.keyring.require_encryption(JID(jid).bare, required)
 
     def encryption_info(self, stanza: StanzaBase) -> EncryptionInfo | None:
         """How ``stanza`` arrived: ``None`` if it was not encrypted."""
         return self._info.get(stanza.xml)
 
+    # -- PEP: publication and discovery ------------------------------------
+
+    async def publish_certificate(self) -> bool:
+        """Publish our certificate to our PEP node, readable by contacts only.
+
+        Returns whether it was published; on refusal (for example a server
+        without publish-options) emits ``objenc_publish_failed`` and does not
+        retry without the access restriction.
+        """
+        identity = self.identity
+        payload = Certificate()
+        payload["value"] = base64.b64encode(identity.certificate.public_bytes(Encoding.DER)).decode(
+            "ascii"
+        )
+        options = Form()
+        options["type"] = "submit"
+        options.add_field(
+            var="FORM_TYPE",
+            ftype="hidden",
+            value="http://jabber.org/protocol/pubsub#publish-options",
+        )
+        options.add_field(var="pubsub#access_model", value="presence")
+        options.add_field(var="pubsub#persist_items", value="true")
+        options.add_field(var="pubsub#max_items", value="max")
+        try:
+            await self.xmpp.plugin["xep_0060"].publish(
+                None,
+                NODE_CERTS,
+                id=identity.fingerprint,
+                payload=payload,
+                options=options,
+                timeout=float(self.config.get("discovery_timeout", 10.0)),
+            )
+        except (IqError, IqTimeout) as exc:
+            condition = exc.iq["error"]["condition"] if isinstance(exc, IqError) else "timeout"
+            text = exc.iq["error"]["text"] if isinstance(exc, IqError) else ""
+            log.warning("objenc: our certificate was not published (%s)", condition)
+            self.xmpp.event("objenc_publish_failed", PublishFailedEvent(condition, text))
+            return False
+        self.xmpp.event("objenc_published", identity.fingerprint)
+        return True
+
+    async def discover(self, jid: JID | str) -> list[PeerCertificate]:
+        """Fetch a contact's certificates from PEP now; returns the usable ones."""
+        bare = JID(jid).bare
+        self._no_certificates.pop(bare, None)
+        await self._discover(bare)
+        return self.keyring.usable(bare, self._clock())
+
+    async def _discover(self, bare: str) -> None:
+        """One fetch per contact at a time; concurrent senders share it."""
+        if not self.config.get("pep", True):
+            return
+        missed = self._no_certificates.get(bare)
+        if missed is not None and time.monotonic() - missed < _NEGATIVE_DISCOVERY_SECONDS:
+            return
+        future = self._discovering.get(bare)
+        if future is None:
+            future = asyncio.ensure_future(self._fetch_certificates(bare), loop=self.xmpp.loop)
+            self._discovering[bare] = future
+            future.add_done_callback(lambda _f: self._discovering.pop(bare, None))
+        await asyncio.shield(future)
+
+    async def _fetch_certificates(self, bare: str) -> None:
+        try:
+            result = await self.xmpp.plugin["xep_0060"].get_items(
+                bare, NODE_CERTS, timeout=float(self.config.get("discovery_timeout", 10.0))
+            )
+        except (IqError, IqTimeout) as exc:
+            log.info("objenc: no certificates for %s over PEP (%s)", bare, exc)
+            self._no_certificates[bare] = time.monotonic()
+            return
+        items = result["pubsub"]["items"]
+        await self._reconcile(bare, [item.xml for item in items], complete=True)
+
+    async def _on_certificates_notified(self, msg: Message) -> None:
+        sender = msg["from"].bare
+        if not sender or sender == self.xmpp.boundjid.bare:
+            return
+        self._no_certificates.pop(sender, None)
+        await self._ready.wait()
+        await self._discover(sender)
+
+    async def _reconcile(self, bare: str, items: list[ET.Element], *, complete: bool) -> None:
+        """Take in the certificates a contact publishes; with ``complete``, those
+        no longer published are revoked."""
+        published = set()
+        for item in items:
+            certificate = item.find(qname(NS_OBJENC, "certificate"))
+            if certificate is None or not certificate.text:
+                continue
+            try:
+                der = base64.b64decode(certificate.text, validate=True)
+                peer = validate_peer_certificate(der, now=self._clock())
+            except (ValueError, CertificateError) as exc:
+                log.info("objenc: ignoring a certificate published by %s: %s", bare, exc)
+                continue
+            if bare not in {JID(j).bare for j in peer.jids}:
+                log.warning("objenc: %s published a certificate for %s", bare, peer.jids)
+                continue
+            published.add(peer.fingerprint)
+            sightings = await self.keyring.observe(peer, source="pep")
+            for sighting in sightings:
+                if sighting.jid != bare:
+                    continue
+                if sighting.observation is Observation.CHANGED and (
+                    sighting.trust is TrustState.UNTRUSTED
+                ):
+                    self.xmpp.event(
+                        "objenc_key_changed",
+                        KeyChangedEvent(bare, sighting.previous, sighting.fingerprint),
+                    )
+        if complete:
+            for record in self.keyring.records(bare):
+                if (
+                    record.source == "pep"
+                    and record.fingerprint not in published
+                    and record.trust is not TrustState.REVOKED
+                ):
+                    log.info("objenc: %s no longer publishes %s", bare, record.fingerprint)
+                    await self.keyring.set_trust(bare, record.fingerprint, TrustState.REVOKED)
+        if not published:
+            self._no_certificates[bare] = time.monotonic()
+
     # -- outbound ----------------------------------------------------------
 
-    def recipients_for(self, stanza: StanzaBase) -> list[PeerCertificate] | None:
-        """The certificates ``stanza`` would be encrypted to, or ``None`` to send it as is."""
+    def candidate(self, stanza: StanzaBase) -> str | None:
+        """The bare JID ``stanza`` would be encrypted for, or ``None`` if this kind of
+        stanza is never encrypted (groupchat, undirected presence, servers...)."""
         if not isinstance(stanza, Message | Iq | Presence):
             return None
         if stanza.xml.find(_E2E_TAG) is not None:
@@ -271,27 +615,80 @@ class ObjEnc(BasePlugin):
             return None  # an iq to a bare JID is handled by the contact's server
         if self._is_muc(to):
             return None
-        peer = self._peers.get(to.bare)
-        if peer is None:
+        return str(to.bare)
+
+    def recipients_for(self, stanza: StanzaBase) -> list[PeerCertificate] | None:
+        """The certificates ``stanza`` would be encrypted to now, or ``None``."""
+        bare = self.candidate(stanza)
+        if bare is None:
             return None
-        return [peer]
+        return self.keyring.usable(bare, self._clock()) or None
 
     def _is_muc(self, jid: JID) -> bool:
         muc = self.xmpp.plugin.get("xep_0045", None)
         rooms = getattr(muc, "rooms", None) if muc is not None else None
         return bool(rooms) and jid.bare in rooms  # type: ignore[operator]
 
-    def _plan_outbound(self, stanza: StanzaBase) -> StanzaBase | None:
-        """'out' stage, before XEP-0198 queues the stanza: decide, drop if we must."""
+    async def _plan_outbound(self, stanza: StanzaBase) -> StanzaBase | None:
+        """'out' stage, before XEP-0198 queues the stanza: decide; wait for keys,
+        discovery or a held key change; drop what must not go in the clear."""
+        bare = self.candidate(stanza)
+        if bare is None:
+            return stanza
         try:
-            recipients = self.recipients_for(stanza)
+            await self._ready.wait()
+            if self._load_error is not None:
+                raise EncryptionError(f"keys could not be loaded: {self._load_error}")
+            recipients = await self._resolve(bare)
         except Exception as exc:
-            log.exception("objenc: cannot decide how to send a stanza; not sending it")
-            self.xmpp.event("objenc_encryption_failed", EncryptionFailedEvent(stanza, exc))
+            self._refuse(stanza, exc)
             return None
         if recipients:
             self._pending[stanza.xml] = recipients
+            return stanza
+        if self.keyring.sticky(bare):
+            self._refuse(
+                stanza,
+                EncryptionError(
+                    f"{bare} has been seen with a certificate (or encryption is required), "
+                    "but no usable certificate is held: not sending in the clear"
+                ),
+            )
+            return None
         return stanza
+
+    async def _resolve(self, bare: str) -> list[PeerCertificate]:
+        if not self.keyring.records(bare):
+            await self._discover(bare)
+        while self.keyring.pending(bare) and self.config.get("hold_on_key_change", True):
+            hold = self._holds.get(bare)
+            if hold is None or hold.done():
+                hold = asyncio.get_running_loop().create_future()
+                self._holds[bare] = hold
+            log.info("objenc: holding a stanza to %s until its key change is decided", bare)
+            await hold
+        return self.keyring.usable(bare, self._clock())
+
+    def _release_hold(self, bare: str) -> None:
+        hold = self._holds.get(bare)
+        if hold is not None and not hold.done() and not self.keyring.pending(bare):
+            hold.set_result(None)
+            del self._holds[bare]
+
+    def _refuse(self, stanza: StanzaBase, error: Exception) -> None:
+        """Fail closed: not sent; the application hears of it; a pending iq fails now."""
+        log.warning("objenc: not sending a stanza to %s: %s", stanza["to"], error)
+        self.xmpp.event("objenc_encryption_failed", EncryptionFailedEvent(stanza, error))
+        if isinstance(stanza, Iq) and stanza["type"] in ("get", "set") and stanza["id"]:
+            failure = Iq(self.xmpp)
+            failure["id"] = stanza["id"]
+            failure["from"] = stanza["to"]
+            failure["to"] = self.xmpp.boundjid
+            failure["type"] = "error"
+            failure["error"]["type"] = "cancel"
+            failure["error"]["condition"] = "policy-violation"
+            failure["error"]["text"] = f"objenc: not sent: {error}"
+            self.xmpp.loop.call_soon(self._dispatch_local, failure)
 
     def _seal_outbound(self, stanza: StanzaBase) -> StanzaBase | None:
         """'out_sce' stage: encrypt in place, so a resend can only carry the ciphertext."""
@@ -318,13 +715,15 @@ class ObjEnc(BasePlugin):
         finally:
             if not had_from:
                 del xml.attrib["from"]
+        timestamp = self._timestamps.next()
         e2e = seal(
             stanza_string,
             [Recipient(p.public_key) for p in recipients],
-            timestamp=self._timestamps.next(),
+            timestamp=timestamp,
             cipher=self._cipher,
             random_bytes=self._random_bytes,
         )
+        self._persist(lambda: self.storage.set_setting(_LAST_SENT, format_timestamp(timestamp)))
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         hints = [copy.copy(child) for child in xml if child.tag.startswith(f"{{{NS_HINTS}}}")]
@@ -367,42 +766,63 @@ class ObjEnc(BasePlugin):
             return stanza
         if isinstance(stanza, Message) and kind_type == "groupchat":
             return stanza  # not ours to open: groupchat is never encrypted by this protocol
+        if not self._ready.is_set():
+            self._parked.append(stanza)  # opened once the keys are loaded
+            return None
         sender = stanza["from"] if stanza["from"] else JID(self.xmpp.boundjid.bare)
-        try:
-            opened = open_envelope(
-                e2e,
-                self.identity.private_key,
-                key_id=self.identity.fingerprint,
-                max_size=int(self.config.get("max_envelope_size", DEFAULT_MAX_ENVELOPE_SIZE)),
-            )
-        except InvalidEnvelope:
+        opened = self._open(e2e)
+        if opened is None:
             self._decryption_failed(stanza, sender, "undecryptable")
             return None
-        inner = opened.stanza
+        envelope, recipient_fingerprint = opened
+        inner = envelope.stanza
         if not self._matches_outer(stanza, inner, sender):
             self._decryption_failed(stanza, sender, "forged")
             return None
 
         delay = _delay_stamp(stanza) if isinstance(stanza, Message) else None
         delivered = self._inner_to_stanza(stanza, inner)
+        now = self._clock()
         try:
             self.replay_guard.admit(
-                sender.full, opened.timestamp, opened.digest, now=self._clock(), delay=delay
+                sender.full, envelope.timestamp, envelope.digest, now=now, delay=delay
             )
         except StaleStanza as stale:
-            self._bad_timestamp(stanza, delivered, sender, stale.reason, opened.timestamp)
+            self._bad_timestamp(stanza, delivered, sender, stale.reason, envelope.timestamp)
             return None
+        self._persist(
+            lambda: self.storage.record_admitted(
+                sender.full, _ms(envelope.timestamp), _ms(now), envelope.digest
+            )
+        )
 
-        peer = self._peers.get(sender.bare)
+        records = self.keyring.records(sender.bare)
+        ranked = [r for r in records if r.trust.usable] + records
+        best = ranked[0] if ranked else None
         self._info[delivered.xml] = EncryptionInfo(
-            timestamp=opened.timestamp,
-            cipher=opened.cipher,
-            recipient_fingerprint=self.identity.fingerprint,
-            sender_fingerprint=peer.fingerprint if peer else None,
+            timestamp=envelope.timestamp,
+            cipher=envelope.cipher,
+            recipient_fingerprint=recipient_fingerprint,
+            sender_fingerprint=best.fingerprint if best else None,
             delay=delay,
+            sender_trust=best.trust if best else None,
         )
         self.xmpp.event("objenc_decrypted", delivered)
         return delivered
+
+    def _open(self, e2e: ET.Element) -> tuple[OpenedEnvelope, str] | None:
+        max_size = int(self.config.get("max_envelope_size", DEFAULT_MAX_ENVELOPE_SIZE))
+        for identity in self.keyring.identities[:_MAX_OWN_KEYS_TRIED] or [self.identity]:
+            try:
+                return (
+                    open_envelope(
+                        e2e, identity.private_key, key_id=identity.fingerprint, max_size=max_size
+                    ),
+                    identity.fingerprint,
+                )
+            except InvalidEnvelope:
+                continue
+        return None
 
     def _matches_outer(self, outer: StanzaBase, inner: ET.Element, sender: JID) -> bool:
         """The inner stanza must repeat the outer kind, type and addressing."""
@@ -438,15 +858,23 @@ class ObjEnc(BasePlugin):
 
     def _receive_error(self, stanza: StanzaBase) -> StanzaBase:
         """An error answering one of our encrypted stanzas: map its id back, tell the app."""
-        mapped = self._outer_ids.pop(stanza.xml.get("id", ""), None)
+        outer_id = stanza.xml.get("id", "")
+        mapped = self._outer_ids.get(outer_id)
         if mapped is None:
             return stanza
-        inner_id, _to = mapped
+        inner_id, sent_to = mapped
+        sender = stanza["from"]
+        try:
+            if sender and JID(sent_to).bare != sender.bare:
+                return stanza  # only the peer we sent to may answer for it
+        except Exception:
+            return stanza
+        del self._outer_ids[outer_id]
         stanza.xml.set("id", inner_id)
         error = stanza.xml.find(qname("jabber:client", "error"))
         if error is None:
             return stanza
-        peer = str(stanza["from"])
+        peer = str(sender)
         if error.find(qname(NS_STANZAS, "service-unavailable")) is not None:
             self.xmpp.event("objenc_unsupported", UnsupportedEvent(stanza, peer))
         for condition in ("decryption-failed", "bad-timestamp"):
@@ -493,6 +921,112 @@ class ObjEnc(BasePlugin):
         reply["error"]["condition"] = condition
         reply["error"].xml.append(ET.Element(qname(NS_E2E_ERRORS, e2e_condition)))
         reply.send()
+
+    # -- short authentication string ---------------------------------------
+
+    async def start_verification(self, jid: JID | str, timeout: float = 30.0) -> SasEvent:
+        """Run the commit-then-reveal exchange with a contact's client (a full JID).
+
+        Returns the 6-character string (also sent as event ``objenc_sas``) for
+        the users to compare; then call :meth:`confirm_verification`.
+        """
+        peer = JID(jid)
+        if not peer.resource:
+            raise EncryptionError("verification needs the contact's full JID")
+        certificate = self.peer_certificate(peer)
+        if certificate is None:
+            raise EncryptionError(f"no usable certificate for {peer.bare}")
+        sid = base64.b32encode(self._random_bytes(10)).decode("ascii").lower()
+        initiator = SasInitiator(self.fingerprint, certificate.fingerprint, self._random_bytes)
+        self._sas[sid] = initiator
+        self._sas_peers[sid] = (peer.bare, certificate.fingerprint)
+        iq = self.xmpp.make_iq_set(ito=peer)
+        iq["objenc_sas"]["sid"] = sid
+        iq["objenc_sas"]["cert"] = self.fingerprint
+        iq["objenc_sas"]["commit"] = _b64(initiator.commit())
+        answer = await iq.send(timeout=timeout)
+        self._require_encrypted(answer)
+        if answer["objenc_sas"]["cert"] != certificate.fingerprint:
+            raise VerificationError("the contact answered with another certificate")
+        reveal = initiator.receive_nonce(_unb64(answer["objenc_sas"]["nonce"]))
+        iq = self.xmpp.make_iq_set(ito=peer)
+        iq["objenc_sas"]["sid"] = sid
+        iq["objenc_sas"]["reveal"] = _b64(reveal)
+        self._require_encrypted(await iq.send(timeout=timeout))
+        assert initiator.sas is not None
+        event = SasEvent(str(peer), sid, initiator.sas, certificate.fingerprint, "initiator")
+        self.xmpp.event("objenc_sas", event)
+        return event
+
+    async def confirm_verification(self, sid: str, matched: bool) -> None:
+        """The users compared the strings: mark the contact's certificate ``verified``
+        (or ``untrusted`` if they differ, which holds stanzas to it)."""
+        session = self._sas.pop(sid, None)
+        peer = self._sas_peers.pop(sid, None)
+        if session is None or peer is None or session.sas is None:
+            raise VerificationError("no completed verification with this id")
+        bare, fingerprint = peer
+        await self.set_trust(
+            bare, fingerprint, TrustState.VERIFIED if matched else TrustState.UNTRUSTED
+        )
+
+    def _require_encrypted(self, stanza: StanzaBase) -> None:
+        if self.encryption_info(stanza) is None:
+            raise VerificationError("verification messages must arrive encrypted")
+
+    async def _handle_sas(self, iq: StanzaBase) -> None:
+        request = iq["objenc_sas"]
+        sid = request["sid"]
+        try:
+            if self.encryption_info(iq) is None or not sid:
+                raise VerificationError("verification messages must arrive encrypted")
+            reply = iq.reply()
+            reply["objenc_sas"]["sid"] = sid
+            if request["commit"]:
+                claimed = request["cert"]
+                record = self.keyring.record(iq["from"].bare, claimed)
+                if record is None or not record.trust.usable or sid in self._sas:
+                    raise VerificationError("unknown certificate or session")
+                responder = SasResponder(self.fingerprint, claimed, self._random_bytes)
+                reply["objenc_sas"]["cert"] = self.fingerprint
+                reply["objenc_sas"]["nonce"] = _b64(
+                    responder.receive_commit(_unb64(request["commit"]))
+                )
+                self._sas[sid] = responder
+                self._sas_peers[sid] = (iq["from"].bare, claimed)
+            elif request["reveal"]:
+                responder = self._sas.get(sid)  # type: ignore[assignment]
+                if not isinstance(responder, SasResponder):
+                    raise VerificationError("no such verification")
+                sas = responder.receive_reveal(_unb64(request["reveal"]))
+                _bare, fingerprint = self._sas_peers[sid]
+                self.xmpp.event(
+                    "objenc_sas", SasEvent(str(iq["from"]), sid, sas, fingerprint, "responder")
+                )
+            else:
+                raise VerificationError("empty verification request")
+            reply.send()
+        except (VerificationError, ValueError) as exc:
+            self._sas.pop(sid, None)
+            self._sas_peers.pop(sid, None)
+            error = iq.reply()
+            error["type"] = "error"
+            error["error"]["type"] = "cancel"
+            error["error"]["condition"] = "not-acceptable"
+            error["error"]["text"] = str(exc)
+            error.send()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
 
 
 def _normal_type(kind: str, value: str) -> str:

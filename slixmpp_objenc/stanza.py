@@ -19,6 +19,7 @@ __all__ = [
     "DecryptionFailed",
     "Key",
     "Plain",
+    "Sas",
     "register_stanza_plugins",
 ]
 
@@ -99,3 +100,26 @@ def register_stanza_plugins() -> None:
         register_stanza_plugin(stanza, E2E)
     register_stanza_plugin(Error, DecryptionFailed)
     register_stanza_plugin(Error, BadTimestamp)
+    register_stanza_plugin(Iq, Sas)
+
+
+class Certificate(_TextValue):
+    """A PEP item payload: ``<certificate xmlns='...objenc:0'>base64(DER)</certificate>``."""
+
+    name = "certificate"
+    namespace = NS_OBJENC
+    plugin_attrib = "objenc_certificate"
+    interfaces: ClassVar[set[str]] = {"value"}
+
+
+class Sas(ElementBase):
+    """The short-authentication-string exchange, carried in encrypted iqs.
+
+    ``<sas xmlns='...objenc:0' sid='...'><commit|nonce|reveal>base64</...></sas>``
+    """
+
+    name = "sas"
+    namespace = NS_OBJENC
+    plugin_attrib = "objenc_sas"
+    interfaces: ClassVar[set[str]] = {"sid", "cert", "commit", "nonce", "reveal"}
+    sub_interfaces: ClassVar[set[str]] = {"commit", "nonce", "reveal"}

@@ -4,5 +4,15 @@ from __future__ import annotations
 
 from .base import OwnIdentityRecord, PeerRecord, Storage, TrustState
 from .memory import MemoryStorage
+from .sqlite import SQLiteStorage, account_store_path, default_data_dir
 
-__all__ = ["MemoryStorage", "OwnIdentityRecord", "PeerRecord", "Storage", "TrustState"]
+__all__ = [
+    "MemoryStorage",
+    "OwnIdentityRecord",
+    "PeerRecord",
+    "SQLiteStorage",
+    "Storage",
+    "TrustState",
+    "account_store_path",
+    "default_data_dir",
+]

@@ -107,7 +107,8 @@ class Storage(abc.ABC):
     # replay protection
     @abc.abstractmethod
     async def load_replay_state(self) -> ReplayGuardState:
-        """What :class:`~slixmpp_objenc.core.ReplayGuard` needs after a restart."""
+        """What :class:`~slixmpp_objenc.core.ReplayGuard` needs after a restart;
+        digests oldest first by timestamp. Datetimes are kept to the millisecond."""
 
     @abc.abstractmethod
     async def record_admitted(

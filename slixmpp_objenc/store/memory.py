@@ -36,7 +36,8 @@ class MemoryStorage(Storage):
         self.peers.pop((jid, fingerprint), None)
 
     async def load_replay_state(self) -> ReplayGuardState:
-        return ReplayGuardState(dict(self.last_accepted), list(self.seen.items()))
+        oldest_first = sorted(self.seen.items(), key=lambda item: item[1])
+        return ReplayGuardState(dict(self.last_accepted), oldest_first)
 
     async def record_admitted(
         self, sender: str, timestamp_ms: int, received_ms: int, digest: bytes
@@ -47,8 +48,9 @@ class MemoryStorage(Storage):
     async def prune_replay(self, older_than_ms: int, max_entries: int) -> None:
         for digest in [d for d, ts in self.seen.items() if ts < older_than_ms]:
             del self.seen[digest]
-        while len(self.seen) > max_entries:
-            self.seen.popitem(last=False)
+        if len(self.seen) > max_entries:
+            ordered = sorted(self.seen.items(), key=lambda item: item[1])
+            self.seen = OrderedDict(ordered[len(ordered) - max_entries :])
 
     async def get_setting(self, key: str) -> str | None:
         return self.settings.get(key)

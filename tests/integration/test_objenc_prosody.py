@@ -16,6 +16,7 @@ from slixmpp.xmlstream import ElementBase, register_stanza_plugin, tostring
 
 from slixmpp_objenc.core import Identity, Recipient, generate_identity, seal
 from slixmpp_objenc.core.constants import NS_OBJENC
+from slixmpp_objenc.store import MemoryStorage
 from slixmpp_objenc.testing import ProsodyServer
 
 WAIT = 15.0
@@ -69,7 +70,10 @@ async def make_peer(connect_client: Connector, account: Any) -> Peer:
     jid, password = await account()
     identity = generate_identity(jid, key_size=2048)
     client = await connect_client(
-        jid, password, plugins=PLUGINS, pconfig={"objenc": {"identity": identity}}
+        jid,
+        password,
+        plugins=PLUGINS,
+        pconfig={"objenc": {"identity": identity, "storage": MemoryStorage(), "pep": False}},
     )
     peer = Peer(client, identity)
     plugin = peer.plugin

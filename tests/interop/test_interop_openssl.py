@@ -36,6 +36,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 import slixmpp_objenc
+from slixmpp_objenc.store import MemoryStorage
 from slixmpp_objenc.testing import ProsodyServer
 
 SCRIPT = Path(__file__).resolve().with_name("objenc-openssl.sh")
@@ -343,7 +344,13 @@ async def make_lovers(
             client.register_plugin(
                 "objenc",
                 module=slixmpp_objenc,
-                pconfig={"key_file": str(romeo_key), "cert_file": str(romeo_cert), **romeo_config},
+                pconfig={
+                    "key_file": str(romeo_key),
+                    "cert_file": str(romeo_cert),
+                    "storage": MemoryStorage(),
+                    "pep": False,
+                    **romeo_config,
+                },
             )
             return client
 

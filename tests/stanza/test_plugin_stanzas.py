@@ -20,6 +20,7 @@ from testkit import ALICE, MALLORY, TESTER
 import slixmpp_objenc
 from slixmpp_objenc.core import Recipient, TimestampSource, open_envelope, seal
 from slixmpp_objenc.core.constants import NS_OBJENC
+from slixmpp_objenc.store import MemoryStorage
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 E2E = f"{{{NS_OBJENC}}}e2e"
@@ -32,7 +33,12 @@ class ObjEncTestCase(SlixTest):
         self.xmpp.register_plugin(
             "objenc",
             module=slixmpp_objenc,
-            pconfig={"identity": TESTER, "clock": lambda: self.now},
+            pconfig={
+                "identity": TESTER,
+                "clock": lambda: self.now,
+                "storage": MemoryStorage(),
+                "pep": False,
+            },
         )
         self.plugin = self.xmpp.plugin["objenc"]
         self.plugin.add_peer_certificate(ALICE.certificate_pem())

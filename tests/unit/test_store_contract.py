@@ -1,0 +1,300 @@
+"""The :class:`Storage` contract, run against every backend.
+
+Datetimes here have millisecond precision (what the SQLite backend keeps) and
+replay digests are recorded in timestamp order (the order both backends agree
+on); the SQLite-only behaviour beyond that is in ``test_store_sqlite.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slixmpp_objenc.core.timestamps import ReplayGuardState
+from slixmpp_objenc.store import MemoryStorage, OwnIdentityRecord, PeerRecord, Storage, TrustState
+from slixmpp_objenc.store.sqlite import SQLiteStorage
+
+T0 = datetime(2024, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    backend: Storage
+    if request.param == "memory":
+        backend = MemoryStorage()
+    else:
+        backend = SQLiteStorage(tmp_path / "store" / "account.sqlite3")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def identity(n: int, *, created: datetime | None = None, active: bool = True) -> OwnIdentityRecord:
+    return OwnIdentityRecord(
+        fingerprint=f"{n:064x}",
+        key_pem=b"-----BEGIN PRIVATE KEY-----\n%d\x00\xff\n" % n,
+        cert_pem=b"-----BEGIN CERTIFICATE-----\n%d\n" % n,
+        created_at=created if created is not None else T0 + timedelta(days=n),
+        active=active,
+    )
+
+
+def peer(
+    jid: str = "juliet@capulet.net",
+    n: int = 1,
+    trust: TrustState = TrustState.TOFU,
+    **changes: Any,
+) -> PeerRecord:
+    record = PeerRecord(
+        jid=jid,
+        fingerprint=f"{n:064x}",
+        cert_pem=b"-----BEGIN CERTIFICATE-----\n%d\x00\n" % n,
+        trust=trust,
+        first_seen=T0,
+        last_seen=T0 + timedelta(hours=n, milliseconds=7),
+        source="pep",
+    )
+    return replace(record, **changes)
+
+
+def by_key(peers: list[PeerRecord]) -> list[PeerRecord]:
+    return sorted(peers, key=lambda p: (p.jid, p.fingerprint))
+
+
+# -- identities ------------------------------------------------------------------
+
+
+async def test_identities_start_empty(store: Storage) -> None:
+    assert await store.load_identities() == []
+
+
+async def test_identity_round_trips(store: Storage) -> None:
+    record = identity(1, active=False)
+    await store.save_identity(record)
+    [loaded] = await store.load_identities()
+    assert loaded == record
+    assert loaded.key_pem == record.key_pem
+    assert loaded.created_at.utcoffset() == timedelta(0)
+
+
+async def test_identities_are_oldest_first(store: Storage) -> None:
+    records = [identity(3), identity(1), identity(2)]
+    for record in records:
+        await store.save_identity(record)
+    loaded = await store.load_identities()
+    assert [r.fingerprint for r in loaded] == [identity(n).fingerprint for n in (1, 2, 3)]
+
+
+async def test_identity_save_replaces_by_fingerprint(store: Storage) -> None:
+    await store.save_identity(identity(1))
+    await store.save_identity(identity(2))
+    retired = identity(1, active=False)
+    await store.save_identity(retired)
+    loaded = await store.load_identities()
+    assert len(loaded) == 2
+    assert loaded[0] == retired
+    assert loaded[1] == identity(2)
+
+
+# -- peers ---------------------------------------------------------------------------
+
+
+async def test_peers_start_empty(store: Storage) -> None:
+    assert await store.load_peers() == []
+
+
+@pytest.mark.parametrize("trust", list(TrustState))
+async def test_peer_round_trips_in_every_trust_state(store: Storage, trust: TrustState) -> None:
+    record = peer(trust=trust)
+    await store.save_peer(record)
+    [loaded] = await store.load_peers()
+    assert loaded == record
+    assert loaded.trust is trust
+    assert loaded.cert_pem == record.cert_pem
+
+
+async def test_all_trust_states_side_by_side(store: Storage) -> None:
+    records = [peer(n=n, trust=trust) for n, trust in enumerate(TrustState, start=1)]
+    for record in records:
+        await store.save_peer(record)
+    assert by_key(await store.load_peers()) == by_key(records)
+
+
+async def test_peer_datetimes_round_trip_as_aware_utc(store: Storage) -> None:
+    plus_five = timezone(timedelta(hours=5, minutes=30))
+    record = peer(
+        first_seen=datetime(1999, 12, 31, 23, 59, 59, 999_000, tzinfo=plus_five),
+        last_seen=datetime(2038, 1, 19, 3, 14, 8, 1_000, tzinfo=UTC),
+    )
+    await store.save_peer(record)
+    [loaded] = await store.load_peers()
+    assert loaded.first_seen == record.first_seen  # the same instant
+    assert loaded.last_seen == record.last_seen
+    assert loaded.first_seen.utcoffset() is not None
+    assert loaded.last_seen.utcoffset() == timedelta(0)
+
+
+async def test_peer_upsert_replaces_by_jid_and_fingerprint(store: Storage) -> None:
+    first = peer(n=1)
+    other_key = peer(n=2)
+    other_jid = peer(jid="romeo@montague.net", n=1)
+    for record in (first, other_key, other_jid):
+        await store.save_peer(record)
+    verified = replace(
+        first.with_trust(TrustState.VERIFIED), last_seen=T0 + timedelta(days=3), source="manual"
+    )
+    await store.save_peer(verified)
+    assert by_key(await store.load_peers()) == by_key([verified, other_key, other_jid])
+
+
+async def test_delete_peer(store: Storage) -> None:
+    keep = peer(n=1)
+    drop = peer(n=2)
+    same_key_other_jid = peer(jid="nurse@capulet.net", n=2)
+    for record in (keep, drop, same_key_other_jid):
+        await store.save_peer(record)
+    await store.delete_peer(drop.jid, drop.fingerprint)
+    assert by_key(await store.load_peers()) == by_key([keep, same_key_other_jid])
+    await store.delete_peer(drop.jid, drop.fingerprint)  # absent: no error
+    await store.delete_peer("nobody@example.org", "00")
+    assert by_key(await store.load_peers()) == by_key([keep, same_key_other_jid])
+
+
+# -- replay state ----------------------------------------------------------------------
+
+
+async def test_replay_state_starts_empty(store: Storage) -> None:
+    assert await store.load_replay_state() == ReplayGuardState({}, [])
+
+
+async def test_record_admitted_and_load(store: Storage) -> None:
+    await store.record_admitted("juliet@capulet.net/balcony", 1000, 1010, b"\x01" * 32)
+    await store.record_admitted("romeo@montague.net/orchard", 2000, 2015, b"\x02" * 32)
+    await store.record_admitted("juliet@capulet.net/balcony", 3000, 3001, b"\x03" * 32)
+    state = await store.load_replay_state()
+    assert state.last_accepted == {
+        "juliet@capulet.net/balcony": (3000, 3001),
+        "romeo@montague.net/orchard": (2000, 2015),
+    }
+    assert state.seen == [(b"\x01" * 32, 1000), (b"\x02" * 32, 2000), (b"\x03" * 32, 3000)]
+
+
+async def test_record_admitted_same_digest_is_kept_once(store: Storage) -> None:
+    await store.record_admitted("a@x/r", 1000, 1000, b"d")
+    await store.record_admitted("a@x/r", 1000, 1000, b"d")
+    assert (await store.load_replay_state()).seen == [(b"d", 1000)]
+
+
+async def test_state_feeds_a_replay_guard(store: Storage) -> None:
+    from slixmpp_objenc.core import ReplayGuard, StaleStanza
+
+    sent = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    await store.record_admitted("a@x/r", 1_709_294_400_000, 1_709_294_400_000, b"mac")
+    guard = ReplayGuard()
+    guard.restore(await store.load_replay_state())
+    with pytest.raises(StaleStanza):
+        guard.check("b@y/r", sent, b"mac", now=sent)
+
+
+async def test_prune_by_age(store: Storage) -> None:
+    for n in range(10):
+        await store.record_admitted(f"s{n}@x/r", n * 100, n * 100 + 1, bytes([n]))
+    await store.prune_replay(older_than_ms=500, max_entries=1000)
+    state = await store.load_replay_state()
+    assert state.seen == [(bytes([n]), n * 100) for n in range(5, 10)]  # 500 itself is kept
+    assert len(state.last_accepted) == 10  # only digests are pruned
+
+
+async def test_prune_by_count_keeps_the_newest(store: Storage) -> None:
+    for n in range(10):
+        await store.record_admitted("s@x/r", n * 100, n * 100, bytes([n]))
+    await store.prune_replay(older_than_ms=0, max_entries=3)
+    assert (await store.load_replay_state()).seen == [(bytes([n]), n * 100) for n in (7, 8, 9)]
+    await store.prune_replay(older_than_ms=0, max_entries=3)  # idempotent
+    assert len((await store.load_replay_state()).seen) == 3
+
+
+async def test_prune_by_age_and_count(store: Storage) -> None:
+    for n in range(10):
+        await store.record_admitted("s@x/r", n * 100, n * 100, bytes([n]))
+    await store.prune_replay(older_than_ms=800, max_entries=5)
+    assert (await store.load_replay_state()).seen == [(bytes([8]), 800), (bytes([9]), 900)]
+    await store.prune_replay(older_than_ms=0, max_entries=0)
+    assert (await store.load_replay_state()).seen == []
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+async def test_settings_set_get_delete(store: Storage) -> None:
+    assert await store.get_setting("last_sent") is None
+    await store.set_setting("last_sent", "2024-03-01T12:00:00.123Z")
+    assert await store.get_setting("last_sent") == "2024-03-01T12:00:00.123Z"
+    await store.set_setting("last_sent", "2024-03-01T12:00:00.124Z")
+    assert await store.get_setting("last_sent") == "2024-03-01T12:00:00.124Z"
+    await store.set_setting("last_sent", None)
+    assert await store.get_setting("last_sent") is None
+    await store.set_setting("last_sent", None)  # absent: no error
+    await store.set_setting("empty", "")
+    assert await store.get_setting("empty") == ""
+
+
+async def test_settings_with_prefix(store: Storage) -> None:
+    values = {
+        "policy:juliet@capulet.net": "always",
+        "policy:romeo@montague.net": "never",
+        "policy": "bare",
+        "policyx": "sibling",
+        "Policy:upper": "case",
+        "last_sent": "t",
+    }
+    for key, value in values.items():
+        await store.set_setting(key, value)
+    assert await store.settings_with_prefix("policy:") == {
+        "policy:juliet@capulet.net": "always",
+        "policy:romeo@montague.net": "never",
+    }
+    assert await store.settings_with_prefix("policy") == {
+        k: v for k, v in values.items() if k.startswith("policy")
+    }
+    assert await store.settings_with_prefix("") == values
+    assert await store.settings_with_prefix("nothing") == {}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("a%", {"a%", "a%b", "a%%"}),
+        ("a_", {"a_", "a_b"}),
+        ("a%%", {"a%%"}),
+        ("%", {"%x"}),
+        ("_", {"_x"}),
+        ("a\\", {"a\\_"}),
+        ("a[", {"a[b]"}),
+        ("a*", {"a*"}),
+        ("a", {"a%", "a%b", "a%%", "a_", "a_b", "axb", "aXb", "a\\_", "a[b]", "a*"}),
+    ],
+)
+async def test_settings_prefix_treats_wildcards_literally(
+    store: Storage, prefix: str, expected: set[str]
+) -> None:
+    keys = ["a%", "a%b", "a%%", "a_", "a_b", "axb", "aXb", "Axb", "a\\_", "a[b]", "a*", "%x", "_x"]
+    for key in keys:
+        await store.set_setting(key, f"value of {key}")
+    assert await store.settings_with_prefix(prefix) == {k: f"value of {k}" for k in expected}
+
+
+async def test_settings_prefix_with_unicode(store: Storage) -> None:
+    keys = ["é", "é:1", "éa", "ê", "\U0010ffff", "\U0010ffffz", "\ud7ff", "\ud7ffx", "\ue000"]
+    for key in keys:
+        await store.set_setting(key, key)
+    for prefix in ["é", "\U0010ffff", "\ud7ff", "\ue000", "é:"]:
+        expected = {k: k for k in keys if k.startswith(prefix)}
+        assert await store.settings_with_prefix(prefix) == expected, prefix

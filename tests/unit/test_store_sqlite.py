@@ -1,0 +1,797 @@
+"""SQLite-only behaviour: persistence, file modes, migrations, crash safety."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slixmpp_objenc.core import EncryptionError
+from slixmpp_objenc.store import OwnIdentityRecord, PeerRecord, TrustState
+from slixmpp_objenc.store import sqlite as sqlite_store
+from slixmpp_objenc.store.sqlite import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SQLiteStorage,
+    account_store_path,
+    default_data_dir,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2024, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "romeo%40montague.net.sqlite3"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStorage]:
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def pragma(path: Path, name: str) -> int:
+    conn = raw(path)
+    try:
+        return int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def integrity(path: Path) -> list[str]:
+    conn = raw(path)
+    try:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+    finally:
+        conn.close()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def peer(n: int, trust: TrustState = TrustState.TOFU) -> PeerRecord:
+    return PeerRecord(
+        jid=f"peer{n}@example.net",
+        fingerprint=f"{n:064x}",
+        cert_pem=b"cert %d " % n * 20,
+        trust=trust,
+        first_seen=T0 + timedelta(milliseconds=n),
+        last_seen=T0 + timedelta(milliseconds=2 * n),
+        source="pep",
+    )
+
+
+async def fill(s: SQLiteStorage) -> None:
+    await s.save_identity(
+        OwnIdentityRecord("ab" * 32, b"private key \x00", b"certificate", T0, active=True)
+    )
+    for n, trust in enumerate(TrustState):
+        await s.save_peer(peer(n, trust))
+    await s.record_admitted("juliet@capulet.net/balcony", 1000, 1001, b"\x01" * 32)
+    await s.record_admitted("juliet@capulet.net/balcony", 2000, 2001, b"\x02" * 32)
+    await s.set_setting("last_sent", "2024-03-01T12:00:00.123Z")
+    await s.set_setting("policy:a%b", "always")
+
+
+async def snapshot(s: SQLiteStorage) -> tuple[object, ...]:
+    return (
+        await s.load_identities(),
+        await s.load_peers(),
+        await s.load_replay_state(),
+        await s.settings_with_prefix(""),
+    )
+
+
+# -- persistence ---------------------------------------------------------------------
+
+
+async def test_everything_survives_close_and_reopen(db_path: Path) -> None:
+    first = SQLiteStorage(db_path)
+    await first.open()
+    await fill(first)
+    before = await snapshot(first)
+    await first.close()
+
+    second = SQLiteStorage(db_path)
+    await second.open()
+    try:
+        assert await snapshot(second) == before
+        _, peers, _, settings_ = before
+        assert len(peers) == 4  # type: ignore[arg-type]
+        assert settings_ == {"last_sent": "2024-03-01T12:00:00.123Z", "policy:a%b": "always"}
+    finally:
+        await second.close()
+
+
+async def test_two_instances_see_each_other(db_path: Path) -> None:
+    a, b = SQLiteStorage(db_path), SQLiteStorage(db_path)
+    await a.open()
+    await b.open()
+    try:
+        await a.set_setting("k", "from a")
+        assert await b.get_setting("k") == "from a"
+        await b.save_peer(peer(1))
+        assert await a.load_peers() == [peer(1)]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_committed_without_close(db_path: Path) -> None:
+    """No close(): what a returned call wrote is already in the file."""
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await s.save_peer(peer(7))
+    await s.set_setting("k", "v")
+    other = SQLiteStorage(db_path)
+    await other.open()
+    try:
+        assert await other.load_peers() == [peer(7)]
+        assert await other.get_setting("k") == "v"
+    finally:
+        await other.close()
+        await s.close()
+
+
+async def test_wal_and_settings_are_in_effect(store: SQLiteStorage) -> None:
+    conn = store._conn
+    assert conn is not None
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_store.BUSY_TIMEOUT_MS
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert not conn.in_transaction
+
+
+async def test_a_failing_call_writes_nothing(db_path: Path, store: SQLiteStorage) -> None:
+    """record_admitted is one transaction: if its second write fails, the first is undone."""
+    await store.record_admitted("a@x/r", 1000, 1000, b"first")
+    conn = raw(db_path)
+    conn.execute(
+        "CREATE TRIGGER no_more BEFORE INSERT ON replay_seen BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    conn.close()
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.record_admitted("a@x/r", 2000, 2000, b"second")
+    state = await store.load_replay_state()
+    assert state.last_accepted == {"a@x/r": (1000, 1000)}
+    assert state.seen == [(b"first", 1000)]
+    assert store._conn is not None and not store._conn.in_transaction
+    await store.set_setting("still", "usable")
+
+
+async def test_use_outside_open_is_an_error(db_path: Path) -> None:
+    s = SQLiteStorage(db_path)
+    with pytest.raises(RuntimeError):
+        await s.load_peers()
+    await s.open()
+    await s.open()  # idempotent
+    await s.close()
+    await s.close()
+    with pytest.raises(RuntimeError):
+        await s.get_setting("k")
+
+
+# -- values --------------------------------------------------------------------------
+
+
+async def test_datetimes_come_back_aware_utc_and_truncated_to_ms(store: SQLiteStorage) -> None:
+    fine = datetime(2024, 3, 1, 12, 0, 0, 123_999, tzinfo=UTC)
+    record = PeerRecord("a@x", "f", b"c", TrustState.VERIFIED, fine, fine)
+    await store.save_peer(record)
+    [loaded] = await store.load_peers()
+    assert loaded.first_seen == datetime(2024, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    assert loaded.first_seen.tzinfo is UTC
+    before_epoch = datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=UTC)
+    await store.save_peer(PeerRecord("b@x", "f", b"c", TrustState.TOFU, before_epoch, T0))
+    loaded_b = next(p for p in await store.load_peers() if p.jid == "b@x")
+    assert loaded_b.first_seen == datetime(1969, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
+
+
+async def test_naive_datetimes_are_refused(store: SQLiteStorage) -> None:
+    naive = datetime(2024, 3, 1, 12, 0)
+    with pytest.raises(ValueError, match="naive"):
+        await store.save_peer(PeerRecord("a@x", "f", b"c", TrustState.TOFU, naive, naive))
+    with pytest.raises(ValueError, match="naive"):
+        await store.save_identity(OwnIdentityRecord("f", b"k", b"c", naive))
+    assert await store.load_peers() == []
+
+
+async def test_unknown_trust_text_is_refused(store: SQLiteStorage) -> None:
+    bogus = PeerRecord("a@x", "f", b"c", "bogus", T0, T0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await store.save_peer(bogus)
+    # A plain string naming a real state is accepted and comes back as the enum.
+    await store.save_peer(PeerRecord("a@x", "f", b"c", "revoked", T0, T0))  # type: ignore[arg-type]
+    [loaded] = await store.load_peers()
+    assert loaded.trust is TrustState.REVOKED
+
+
+async def test_trust_is_stored_as_text(db_path: Path, store: SQLiteStorage) -> None:
+    for n, trust in enumerate(TrustState):
+        await store.save_peer(peer(n, trust))
+    conn = raw(db_path)
+    rows = conn.execute("SELECT trust, typeof(first_seen) FROM peers ORDER BY jid").fetchall()
+    conn.close()
+    assert rows == [(t.value, "integer") for t in TrustState]
+
+
+async def test_replay_digests_come_back_by_timestamp(store: SQLiteStorage) -> None:
+    """Out-of-order arrivals (offline messages) are still loaded and pruned oldest first."""
+    for ts, digest in [(3000, b"c"), (1000, b"a"), (4000, b"d"), (2000, b"b")]:
+        await store.record_admitted("s@x/r", ts, 5000, digest)
+    state = await store.load_replay_state()
+    assert state.seen == [(b"a", 1000), (b"b", 2000), (b"c", 3000), (b"d", 4000)]
+    await store.prune_replay(older_than_ms=0, max_entries=2)
+    assert (await store.load_replay_state()).seen == [(b"c", 3000), (b"d", 4000)]
+
+
+async def test_prune_uses_the_timestamp_index(db_path: Path, store: SQLiteStorage) -> None:
+    conn = raw(db_path)
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM replay_seen WHERE timestamp_ms < 5"
+    ).fetchall()
+    conn.close()
+    assert any("replay_seen_by_timestamp" in str(row) for row in plan)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=6), max_size=12),
+    prefix=st.text(st.characters(exclude_categories=("Cs",)), max_size=3),
+)
+def test_prefix_query_matches_startswith(keys: list[str], prefix: str) -> None:
+    async def run(path: Path) -> dict[str, str]:
+        s = SQLiteStorage(path)
+        await s.open()
+        try:
+            for key in keys:
+                await s.set_setting(key, key)
+            return await s.settings_with_prefix(prefix)
+        finally:
+            await s.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        got = asyncio.run(run(Path(tmp) / "s.sqlite3"))
+    assert got == {k: k for k in keys if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "bound"),
+    [
+        ("", None),
+        ("a", "b"),
+        ("a%", "a&"),
+        ("\U0010ffff", None),
+        ("a\U0010ffff\U0010ffff", "b"),
+        ("\ud7ff", "\ue000"),
+    ],
+)
+def test_prefix_upper_bound(prefix: str, bound: str | None) -> None:
+    assert sqlite_store._prefix_upper_bound(prefix) == bound
+
+
+# -- file modes ------------------------------------------------------------------------
+
+
+@posix_only
+async def test_new_file_is_0600_in_a_0700_directory(tmp_path: Path, umask_022: None) -> None:
+    path = tmp_path / "a" / "b" / "store.sqlite3"
+    s = SQLiteStorage(path)
+    await s.open()
+    await s.save_peer(peer(1))  # the WAL and shared-memory files exist now
+    try:
+        assert mode(path) == 0o600
+        assert mode(path.parent) == 0o700
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            assert side.exists()
+            assert mode(side) & 0o077 == 0, suffix
+    finally:
+        await s.close()
+
+
+@posix_only
+async def test_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "store.sqlite3"
+    old = os.umask(0)
+    try:
+        s = SQLiteStorage(path)
+        await s.open()
+        await s.close()
+    finally:
+        os.umask(old)
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+
+
+@posix_only
+async def test_existing_directory_is_left_alone(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    s = SQLiteStorage(tmp_path / "store.sqlite3")
+    await s.open()
+    await s.close()
+    assert mode(tmp_path) == 0o755
+    assert mode(tmp_path / "store.sqlite3") == 0o600
+
+
+@posix_only
+@pytest.mark.parametrize("bad_mode", [0o644, 0o604, 0o602, 0o666])
+async def test_file_open_to_others_is_refused(db_path: Path, bad_mode: int) -> None:
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await fill(s)
+    await s.close()
+    db_path.chmod(bad_mode)
+    before = db_path.read_bytes()
+    with pytest.raises(EncryptionError, match="private keys"):
+        await SQLiteStorage(db_path).open()
+    assert db_path.read_bytes() == before
+    db_path.chmod(0o600)
+    again = SQLiteStorage(db_path)
+    await again.open()
+    assert len(await again.load_peers()) == 4
+    await again.close()
+
+
+@posix_only
+async def test_group_readable_file_is_accepted(db_path: Path) -> None:
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await s.close()
+    db_path.chmod(0o640)
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await s.close()
+
+
+async def test_existing_empty_file_is_initialised(tmp_path: Path) -> None:
+    path = tmp_path / "pre.sqlite3"
+    path.touch(mode=0o600)
+    s = SQLiteStorage(path)
+    await s.open()
+    await s.close()
+    assert pragma(path, "user_version") == len(MIGRATIONS)
+
+
+async def test_a_directory_in_place_of_the_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite3").mkdir()
+    with pytest.raises(EncryptionError, match="not a regular file"):
+        await SQLiteStorage(tmp_path / "dir.sqlite3").open()
+
+
+async def test_garbage_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.sqlite3"
+    path.write_bytes(b"this is not a database, just some bytes " * 100)
+    path.chmod(0o600)
+    with pytest.raises(EncryptionError, match="cannot open"):
+        await SQLiteStorage(path).open()
+    assert path.read_bytes() == b"this is not a database, just some bytes " * 100
+
+
+async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    conn = raw(path)
+    conn.execute("CREATE TABLE mine (x)")
+    conn.close()
+    path.chmod(0o600)
+    with pytest.raises(EncryptionError, match="not a slixmpp-objenc store"):
+        await SQLiteStorage(path).open()
+    conn = raw(path)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with pytest.raises(EncryptionError, match="not a slixmpp-objenc store"):
+        await SQLiteStorage(path).open()
+
+
+# -- migrations --------------------------------------------------------------------------
+
+
+async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path: Path) -> None:
+    assert len(MIGRATIONS) == 1
+    assert pragma(db_path, "user_version") == len(MIGRATIONS)
+    assert pragma(db_path, "application_id") == APPLICATION_ID
+    conn = raw(db_path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert tables == {"identities", "peers", "replay_last", "replay_seen", "settings"}
+    assert "replay_seen_by_timestamp" in indexes
+
+
+async def test_newer_version_is_refused_untouched(db_path: Path) -> None:
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await fill(s)
+    await s.close()
+    conn = raw(db_path)
+    conn.execute("PRAGMA journal_mode = DELETE")  # no WAL files: the whole state is one file
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    before = db_path.read_bytes()
+    mtime = os.stat(db_path).st_mtime_ns
+    with pytest.raises(EncryptionError, match="newer"):
+        await SQLiteStorage(db_path).open()
+    assert db_path.read_bytes() == before
+    assert os.stat(db_path).st_mtime_ns == mtime
+    assert not db_path.with_name(db_path.name + "-wal").exists()
+    assert pragma(db_path, "user_version") == len(MIGRATIONS) + 1
+
+
+async def test_newer_version_in_wal_mode_is_refused_untouched(db_path: Path) -> None:
+    """A newer file whose last writer died with commits still in the WAL: closing a
+    read-write connection would checkpoint them into the file and delete the WAL;
+    the refusal must leave both as they were."""
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await fill(s)
+    await s.close()
+    newer_writer = textwrap.dedent(
+        f"""
+        import os, sqlite3, sys
+        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA user_version = {len(MIGRATIONS) + 1}")
+        conn.execute("INSERT INTO settings VALUES ('in', 'the wal')")
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", newer_writer, str(db_path)], check=True)
+    wal = db_path.with_name(db_path.name + "-wal")
+    files = {p: p.read_bytes() for p in (db_path, wal)}
+    assert files[wal]
+    with pytest.raises(EncryptionError, match="newer"):
+        await SQLiteStorage(db_path).open()
+    assert {p: p.read_bytes() for p in files} == files
+    assert pragma(db_path, "user_version") == len(MIGRATIONS) + 1
+
+
+async def test_a_v2_migration_runs_once_and_keeps_the_data(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await fill(s)
+    before = await snapshot(s)
+    await s.close()
+    assert pragma(db_path, "user_version") == 1
+
+    runs: list[int] = []
+
+    def v2(conn: sqlite3.Connection) -> None:
+        runs.append(1)
+        assert conn.in_transaction
+        conn.execute("ALTER TABLE peers ADD COLUMN label TEXT")
+        conn.execute("UPDATE peers SET label = 'from v2'")
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, v2])
+    s = SQLiteStorage(db_path)
+    await s.open()
+    assert runs == [1]
+    assert await snapshot(s) == before
+    await s.save_peer(peer(99))  # the v1 code path still works on the v2 table
+    after = await snapshot(s)
+    await s.close()
+    s = SQLiteStorage(db_path)
+    await s.open()  # already at v2: nothing runs
+    assert await snapshot(s) == after
+    await s.close()
+    assert runs == [1]
+    assert pragma(db_path, "user_version") == 2
+    conn = raw(db_path)
+    labels = conn.execute("SELECT jid, label FROM peers ORDER BY jid").fetchall()
+    conn.close()
+    assert ("peer0@example.net", "from v2") in labels
+    assert ("peer99@example.net", None) in labels
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)  # the old code meets a v2 file
+    with pytest.raises(EncryptionError, match="newer"):
+        await SQLiteStorage(db_path).open()
+
+
+async def test_a_failing_migration_is_rolled_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await fill(s)
+    before = await snapshot(s)
+    await s.close()
+
+    def broken_v2(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        conn.execute("DELETE FROM peers")
+        raise RuntimeError("disk says no")
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, broken_v2])
+    with pytest.raises(EncryptionError, match="version 2 failed"):
+        await SQLiteStorage(db_path).open()
+    assert pragma(db_path, "user_version") == 1
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
+    s = SQLiteStorage(db_path)
+    await s.open()
+    assert await snapshot(s) == before
+    await s.close()
+    conn = raw(db_path)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
+    conn.close()
+
+
+async def test_migrations_run_in_order_from_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def step(n: int) -> sqlite_store.Migration:
+        def migrate(conn: sqlite3.Connection) -> None:
+            seen.append((n, int(conn.execute("PRAGMA user_version").fetchone()[0])))
+
+        return migrate
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, step(1), step(2)])
+    s = SQLiteStorage(tmp_path / "s.sqlite3")
+    await s.open()
+    await s.close()
+    assert seen == [(1, 1), (2, 2)]
+    assert pragma(tmp_path / "s.sqlite3", "user_version") == 3
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+
+def test_default_data_dir_linux(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert default_data_dir() == tmp_path / ".local" / "share" / "slixmpp-objenc"
+    monkeypatch.setenv("XDG_DATA_HOME", "/srv/xdg")
+    assert default_data_dir() == Path("/srv/xdg/slixmpp-objenc")
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/is/ignored")
+    assert default_data_dir() == tmp_path / ".local" / "share" / "slixmpp-objenc"
+    monkeypatch.setattr(sys, "platform", "freebsd14")
+    monkeypatch.setenv("XDG_DATA_HOME", "/srv/xdg")
+    assert default_data_dir() == Path("/srv/xdg/slixmpp-objenc")
+
+
+def test_default_data_dir_macos_and_windows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", "/srv/xdg")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert default_data_dir() == tmp_path / "Library" / "Application Support" / "slixmpp-objenc"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("APPDATA", str(tmp_path / "Roaming"))
+    assert default_data_dir() == tmp_path / "Roaming" / "slixmpp-objenc"
+
+
+@pytest.mark.parametrize(
+    ("jid", "name"),
+    [
+        ("romeo@montague.net", "romeo%40montague.net.sqlite3"),
+        ("Romeo@Montague.NET", "romeo%40montague.net.sqlite3"),
+        ("romeo@montague.net/orchard", "romeo%40montague.net.sqlite3"),
+        ("juliet_c-1@capulet.net", "juliet_c-1%40capulet.net.sqlite3"),
+        ("a%b@x", "a%25b%40x.sqlite3"),
+        ("..\\..\\etc@x", "..%5C..%5Cetc%40x.sqlite3"),
+        ("../../etc@x", "...sqlite3"),  # everything after the first '/' is a resource
+        ("Émile@例え.jp", "%C3%A9mile%40%E4%BE%8B%E3%81%88.jp.sqlite3"),
+        ("con", "con.sqlite3"),
+    ],
+)
+def test_account_store_path(tmp_path: Path, jid: str, name: str) -> None:
+    path = account_store_path(tmp_path, jid)
+    assert path == tmp_path / name
+    assert path.parent == tmp_path
+
+
+def test_account_store_path_is_safe_and_injective(tmp_path: Path) -> None:
+    jids = ["a@x", "a%40x", "a@x.", "A@X", "a@x ", "a b@x", "a%2540x", "a@y", "é@x", "e@x"]
+    names = {jid: account_store_path(tmp_path, jid).name for jid in jids}
+    assert names["a@x"] == names["A@X"] == names["a@x "]  # the same account
+    distinct = {names[j] for j in jids if j not in ("A@X", "a@x ")}
+    assert len(distinct) == len(jids) - 2
+    for name in names.values():
+        assert re.fullmatch(r"[a-z0-9._%A-F-]+\.sqlite3", name)
+
+
+def test_account_store_path_long_jid(tmp_path: Path) -> None:
+    a = account_store_path(tmp_path, "x" * 1000 + "@example.net")
+    b = account_store_path(tmp_path, "x" * 999 + "y@example.net")
+    assert a != b
+    assert len(a.name) < 255 and len(b.name) < 255
+    assert "~" in a.name
+
+
+def test_account_store_path_empty(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        account_store_path(tmp_path, " /resource")
+
+
+# -- crash safety ------------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from datetime import UTC, datetime, timedelta
+    from slixmpp_objenc.store import PeerRecord, TrustState
+    from slixmpp_objenc.store.sqlite import SQLiteStorage
+
+    T0 = datetime(2024, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    STATES = list(TrustState)
+
+    async def main(path):
+        store = SQLiteStorage(path)
+        await store.open()
+        out = sys.stdout
+        out.write("ready\\n")
+        out.flush()
+        for n in range(1_000_000):
+            await store.save_peer(PeerRecord(
+                jid=f"peer{n}@example.net",
+                fingerprint=f"{n:064x}",
+                cert_pem=b"cert %d " % n * 20,
+                trust=STATES[n % 4],
+                first_seen=T0 + timedelta(milliseconds=n),
+                last_seen=T0 + timedelta(milliseconds=2 * n),
+                source="pep",
+            ))
+            out.write(f"committed peer {n}\\n")
+            out.flush()
+            await store.record_admitted(
+                f"peer{n}@example.net/r", 1_000_000 + n, 2_000_000 + n, n.to_bytes(32, "big")
+            )
+            out.write(f"committed replay {n}\\n")
+            out.flush()
+        out.write("finished\\n")
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+COMMITTED = re.compile(r"committed (peer|replay) (\d+)")
+
+
+def expected_peer(n: int) -> PeerRecord:
+    return PeerRecord(
+        jid=f"peer{n}@example.net",
+        fingerprint=f"{n:064x}",
+        cert_pem=b"cert %d " % n * 20,
+        trust=list(TrustState)[n % 4],
+        first_seen=T0 + timedelta(milliseconds=n),
+        last_seen=T0 + timedelta(milliseconds=2 * n),
+        source="pep",
+    )
+
+
+def run_and_kill(path: Path, kill_after: int) -> tuple[set[int], set[int], int]:
+    """Start the writer, SIGKILL it after ``kill_after`` commit lines; return what it committed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
+    committed: dict[str, set[int]] = {"peer": set(), "replay": set()}
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        read = 0
+        while read < kill_after:
+            line = proc.stdout.readline()
+            assert line, f"writer died early: {proc.stderr.read() if proc.stderr else ''}"
+            m = COMMITTED.fullmatch(line.strip())
+            assert m, line
+            committed[m.group(1)].add(int(m.group(2)))
+            read += 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # Lines already in the pipe were also printed after their commit returned.
+        for line in proc.stdout.read().splitlines():
+            m = COMMITTED.fullmatch(line.strip())
+            if m:
+                committed[m.group(1)].add(int(m.group(2)))
+            else:
+                assert line != "finished", "the burst ended before the kill"
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == -signal.SIGKILL
+    return committed["peer"], committed["replay"], read
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("kill_after", [300, 1500, 4000])
+async def test_sigkill_mid_burst_loses_nothing_committed(
+    tmp_path: Path,
+    kill_after: int,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    path = tmp_path / "crash" / "store.sqlite3"
+    peers_committed, replays_committed, read = run_and_kill(path, kill_after)
+    n_peers, n_replays = len(peers_committed), len(replays_committed)
+    assert peers_committed == set(range(n_peers))
+    assert replays_committed == set(range(n_replays))
+    assert n_peers + n_replays >= kill_after
+
+    # The file is consistent before our code touches it (SQLite recovers the WAL).
+    assert integrity(path) == ["ok"]
+    assert mode(path) & 0o077 == 0
+
+    s = SQLiteStorage(path)
+    await s.open()
+    try:
+        peers = await s.load_peers()
+        state = await s.load_replay_state()
+    finally:
+        await s.close()
+    assert integrity(path) == ["ok"]
+
+    # Every committed entry is there, intact; at most the one in flight is extra.
+    present_peers = {int(p.jid.removeprefix("peer").split("@")[0]) for p in peers}
+    assert set(range(n_peers)) <= present_peers <= set(range(n_peers + 1))
+    for record in peers:
+        n = int(record.jid.removeprefix("peer").split("@")[0])
+        assert record == expected_peer(n)
+    present_digests = {int.from_bytes(d, "big") for d, _ in state.seen}
+    assert set(range(n_replays)) <= present_digests <= set(range(n_replays + 1))
+    assert state.seen == [(n.to_bytes(32, "big"), 1_000_000 + n) for n in sorted(present_digests)]
+    for n in range(n_replays):
+        assert state.last_accepted[f"peer{n}@example.net/r"] == (1_000_000 + n, 2_000_000 + n)
+    assert len(state.last_accepted) == len(present_digests)
+
+    record_property("committed", f"{n_peers} peers + {n_replays} replay entries")
+    record_property("present", f"{len(present_peers)} peers, {len(present_digests)} digests")
+    if os.environ.get("STORE_CRASH_REPORT"):
+        with capsys.disabled():
+            print(
+                f"\n[kill after {read} lines] committed: {n_peers} peers + {n_replays} replay"
+                f" entries; present: {len(present_peers)} peers, {len(present_digests)} digests"
+            )
