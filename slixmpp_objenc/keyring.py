@@ -174,17 +174,22 @@ class Keyring:
         *,
         source: str,
         trust: TrustState | None = None,
+        jid: str | None = None,
     ) -> tuple[list[CertificateSighting], list[PeerRecord]]:
         """In memory only: record a sighting; return it and the records to persist.
 
         Without ``trust``: the first certificate for a JID is pinned (``tofu``);
         a different one later is held as ``untrusted`` until decided. An
-        explicit ``trust`` (the user added it by hand) is taken as given.
+        explicit ``trust`` (the user added it by hand) is taken as given. With
+        ``jid``, the certificate is bound to that JID only (it must name it).
         """
         now = self._clock()
         sightings = []
         records = []
-        for jid in sorted(certificate.jids):
+        if jid is not None and normalize_bare_jid(jid) not in certificate.jids:
+            raise CertificateError(f"certificate does not name {jid}")
+        targets = [normalize_bare_jid(jid)] if jid is not None else sorted(certificate.jids)
+        for jid in targets:
             held = self._peers.setdefault(jid, {})
             observation = classify_certificate(
                 {fp: r.trust.value for fp, r in held.items()}, certificate.fingerprint
@@ -230,9 +235,10 @@ class Keyring:
         *,
         source: str,
         trust: TrustState | None = None,
+        jid: str | None = None,
     ) -> list[CertificateSighting]:
         """:meth:`observe_now`, then write the records through."""
-        sightings, records = self.observe_now(certificate, source=source, trust=trust)
+        sightings, records = self.observe_now(certificate, source=source, trust=trust, jid=jid)
         for record in records:
             await self.storage.save_peer(record)
         return sightings
@@ -259,9 +265,14 @@ class Keyring:
 
     async def require_encryption(self, jid: str, required: bool = True) -> None:
         """Refuse plaintext to ``jid`` even before any certificate is known."""
+        key, value = self.require_now(jid, required)
+        await self.storage.set_setting(key, value)
+
+    def require_now(self, jid: str, required: bool = True) -> tuple[str, str | None]:
+        """In memory only: see :meth:`require_encryption`; returns the setting to store."""
         bare = normalize_bare_jid(jid)
         if required:
             self._required.add(bare)
         else:
             self._required.discard(bare)
-        await self.storage.set_setting(_REQUIRE_PREFIX + bare, "1" if required else None)
+        return _REQUIRE_PREFIX + bare, "1" if required else None

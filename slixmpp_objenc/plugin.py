@@ -92,12 +92,15 @@ _DELAY_TAG = qname(NS_DELAY, "delay")
 _MUC_TAG = qname("http://jabber.org/protocol/muc", "x")
 _BODY_TAG = qname("jabber:client", "body")
 _NO_STORE = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
+_HINTS_PREFIX = f"{{{NS_HINTS}}}"
+_ERROR_TAG = qname("jabber:client", "error")
 _ENCRYPTED_PRESENCE_TYPES = frozenset({"", "available", "unavailable"})
 _ENCRYPTED_MESSAGE_TYPES = frozenset({"", "normal", "chat", "headline"})
 _OUTER_ID_MEMORY = 4096
 _MAX_OWN_KEYS_TRIED = 3
 _NEGATIVE_DISCOVERY_SECONDS = 300.0
 _LAST_SENT = "last-sent-timestamp"
+_REPLAY_FLOOR = "replay-floor-ms"
 
 
 class _ErrorBudget:
@@ -144,6 +147,9 @@ class ObjEnc(BasePlugin):
     ``hold_on_key_change``
         hold stanzas to a contact whose certificate changed until the
         application decides (default on); off: encrypt to the old keys only.
+    ``refuse_plaintext``
+        drop plaintext messages and iqs from a contact's client once that
+        contact is known to encrypt (default on): event ``objenc_plaintext_refused``.
     ``cipher``
         ``AES-128-CBC-PKCS5-WITH-IV`` (default) or ``AES-256-CBC-PKCS5-WITH-IV``.
     ``error_replies``, ``bad_timestamp_replies``, ``error_replies_per_minute``
@@ -167,6 +173,7 @@ class ObjEnc(BasePlugin):
         "key_size": 3072,
         "pep": True,
         "hold_on_key_change": True,
+        "refuse_plaintext": True,
         "discovery_timeout": 10.0,
         "cipher": "AES-128-CBC-PKCS5-WITH-IV",
         "error_replies": True,
@@ -205,6 +212,7 @@ class ObjEnc(BasePlugin):
             weakref.WeakKeyDictionary()
         )
         self._outer_ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._answerable: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._error_budget = _ErrorBudget(int(self.config.get("error_replies_per_minute", 10)))
         self._holds: dict[str, asyncio.Future[None]] = {}
         self._discovering: dict[str, asyncio.Future[None]] = {}
@@ -355,6 +363,9 @@ class ObjEnc(BasePlugin):
                 )
             self._check_own_identity()
             self.replay_guard.restore(await self.storage.load_replay_state())
+            floor = await self.storage.get_setting(_REPLAY_FLOOR)
+            if floor:
+                self.replay_guard.floor_ms = max(self.replay_guard.floor_ms, int(floor))
             last = await self.storage.get_setting(_LAST_SENT)
             if last:
                 self._timestamps = TimestampSource(self._clock, last=parse_timestamp(last))
@@ -407,15 +418,22 @@ class ObjEnc(BasePlugin):
         return self.identity.certificate_pem()
 
     def add_peer_certificate(
-        self, pem: bytes, trust: TrustState = TrustState.TOFU
+        self, pem: bytes, trust: TrustState = TrustState.TOFU, jid: JID | str | None = None
     ) -> PeerCertificate:
-        """Hold a peer certificate for the JIDs its ``id-on-xmppAddr`` names.
+        """Hold a peer certificate for the JID its ``id-on-xmppAddr`` names.
 
         Adding by hand is the user's decision, so it is trusted as given
-        (``tofu`` by default). Raises :class:`CertificateError` with the reason.
+        (``tofu`` by default). A certificate naming several JIDs needs ``jid``
+        to say which one it is for; it is never bound to the others. Raises
+        :class:`CertificateError` with the reason.
         """
         peer = validate_peer_certificate(pem, now=self._clock())
-        _, records = self.keyring.observe_now(peer, source="manual", trust=trust)
+        if jid is None and len(peer.jids) != 1:
+            raise CertificateError(
+                f"certificate names {len(peer.jids)} JIDs; pass jid= to choose one"
+            )
+        target = JID(jid).bare if jid is not None else None
+        _, records = self.keyring.observe_now(peer, source="manual", trust=trust, jid=target)
         for record in records:
             self._persist(self._saver(record))
             self._release_hold(record.jid)
@@ -565,7 +583,7 @@ class ObjEnc(BasePlugin):
                 log.warning("objenc: %s published a certificate for %s", bare, peer.jids)
                 continue
             published.add(peer.fingerprint)
-            sightings = await self.keyring.observe(peer, source="pep")
+            sightings = await self.keyring.observe(peer, source="pep", jid=bare)
             for sighting in sightings:
                 if sighting.jid != bare:
                     continue
@@ -632,8 +650,26 @@ class ObjEnc(BasePlugin):
     async def _plan_outbound(self, stanza: StanzaBase) -> StanzaBase | None:
         """'out' stage, before XEP-0198 queues the stanza: decide; wait for keys,
         discovery or a held key change; drop what must not go in the clear."""
+        if not isinstance(stanza, Message | Iq | Presence):
+            return stanza
+        answer_key = (str(stanza["to"]), stanza.xml.get("id", ""))
+        answers_encrypted = answer_key in self._answerable
+        if stanza.xml.get("type") == "error":
+            if answers_encrypted:
+                _strip_error(stanza)  # errors are never encrypted: they carry nothing else
+            return stanza
+        e2e = stanza.xml.find(_E2E_TAG)
+        if e2e is not None:
+            extra = [c for c in stanza.xml if c is not e2e and not c.tag.startswith(_HINTS_PREFIX)]
+            if extra:  # e.g. a sealed stanza object changed and sent again
+                self._refuse(stanza, EncryptionError("plaintext beside an <e2e/>: not sent"))
+                return None
+            return stanza
         bare = self.candidate(stanza)
         if bare is None:
+            if answers_encrypted:
+                self._refuse(stanza, EncryptionError("an answer to an encrypted stanza"))
+                return None
             return stanza
         try:
             await self._ready.wait()
@@ -646,7 +682,7 @@ class ObjEnc(BasePlugin):
         if recipients:
             self._pending[stanza.xml] = recipients
             return stanza
-        if self.keyring.sticky(bare):
+        if self.keyring.sticky(bare) or answers_encrypted:
             self._refuse(
                 stanza,
                 EncryptionError(
@@ -763,13 +799,18 @@ class ObjEnc(BasePlugin):
             return self._receive_error(stanza)
         e2e = xml.find(_E2E_TAG)
         if e2e is None:
-            return stanza
+            return self._receive_plaintext(stanza)
         if isinstance(stanza, Message) and kind_type == "groupchat":
             return stanza  # not ours to open: groupchat is never encrypted by this protocol
         if not self._ready.is_set():
             self._parked.append(stanza)  # opened once the keys are loaded
             return None
         sender = stanza["from"] if stanza["from"] else JID(self.xmpp.boundjid.bare)
+        if not sender.resource:
+            # Encrypted stanzas come from a contact's client (a full JID); a bare
+            # one would make our answers go to the server, unencrypted.
+            self._decryption_failed(stanza, sender, "forged")
+            return None
         opened = self._open(e2e)
         if opened is None:
             self._decryption_failed(stanza, sender, "undecryptable")
@@ -780,7 +821,7 @@ class ObjEnc(BasePlugin):
             self._decryption_failed(stanza, sender, "forged")
             return None
 
-        delay = _delay_stamp(stanza) if isinstance(stanza, Message) else None
+        delay = self._delay_stamp(stanza) if isinstance(stanza, Message) else None
         delivered = self._inner_to_stanza(stanza, inner)
         now = self._clock()
         try:
@@ -795,6 +836,17 @@ class ObjEnc(BasePlugin):
                 sender.full, _ms(envelope.timestamp), _ms(now), envelope.digest
             )
         )
+        floor = self.replay_guard.floor_ms
+        self._persist(lambda: self.storage.set_setting(_REPLAY_FLOOR, str(floor)))
+        inner_id = inner.get("id")
+        if inner_id:  # answers to it must be encrypted (or, for errors, empty)
+            self._answerable[(sender.full, inner_id)] = None
+            while len(self._answerable) > _OUTER_ID_MEMORY:
+                self._answerable.popitem(last=False)
+        if not self.keyring.sticky(sender.bare):
+            # It encrypts: never answer it in the clear from now on.
+            key, value = self.keyring.require_now(sender.bare)
+            self._persist(lambda: self.storage.set_setting(key, value))
 
         records = self.keyring.records(sender.bare)
         ranked = [r for r in records if r.trust.usable] + records
@@ -810,6 +862,23 @@ class ObjEnc(BasePlugin):
         self.xmpp.event("objenc_decrypted", delivered)
         return delivered
 
+    def _receive_plaintext(self, stanza: StanzaBase) -> StanzaBase | None:
+        """Plaintext from the client of a contact known to encrypt is refused: the
+        server could have injected it."""
+        if not self.config.get("refuse_plaintext", True) or isinstance(stanza, Presence):
+            return stanza
+        sender = stanza["from"]
+        kind_type = stanza.xml.get("type", "")
+        if not sender or not sender.resource or sender.bare == self.xmpp.boundjid.bare:
+            return stanza  # servers, PEP events, our own account
+        if isinstance(stanza, Message) and kind_type not in _ENCRYPTED_MESSAGE_TYPES:
+            return stanza
+        if not self.keyring.sticky(sender.bare) or self._is_muc(sender):
+            return stanza
+        log.warning("objenc: plaintext %s from %s refused", stanza.name, sender)
+        self.xmpp.event("objenc_plaintext_refused", stanza)
+        return None
+
     def _open(self, e2e: ET.Element) -> tuple[OpenedEnvelope, str] | None:
         max_size = int(self.config.get("max_envelope_size", DEFAULT_MAX_ENVELOPE_SIZE))
         for identity in self.keyring.identities[:_MAX_OWN_KEYS_TRIED] or [self.identity]:
@@ -823,6 +892,18 @@ class ObjEnc(BasePlugin):
             except InvalidEnvelope:
                 continue
         return None
+
+    def _delay_stamp(self, stanza: StanzaBase) -> datetime | None:
+        """The XEP-0203 stamp, only when our own server added it (offline storage)."""
+        delay = stanza.xml.find(_DELAY_TAG)
+        if delay is None:
+            return None
+        try:
+            if JID(delay.get("from", "")).bare != self.xmpp.boundjid.domain:
+                return None
+            return parse_timestamp(delay.get("stamp", ""), utc_only=False)
+        except Exception:  # malformed or out-of-range: not a usable stamp
+            return None
 
     def _matches_outer(self, outer: StanzaBase, inner: ET.Element, sender: JID) -> bool:
         """The inner stanza must repeat the outer kind, type and addressing."""
@@ -1037,14 +1118,20 @@ def _normal_type(kind: str, value: str) -> str:
     return value
 
 
-def _delay_stamp(stanza: StanzaBase) -> datetime | None:
-    delay = stanza.xml.find(_DELAY_TAG)
-    if delay is None:
-        return None
-    try:
-        return parse_timestamp(delay.get("stamp", ""), utc_only=False)
-    except ValueError:
-        return None
+def _strip_error(stanza: StanzaBase) -> None:
+    """Keep only the error's type and condition elements: no text, no payload."""
+    xml = stanza.xml
+    for child in list(xml):
+        if child.tag != _ERROR_TAG:
+            xml.remove(child)
+    error = xml.find(_ERROR_TAG)
+    if error is not None:
+        for child in list(error):
+            if child.tag == qname(NS_STANZAS, "text"):
+                error.remove(child)
+    stanza.plugins.clear()
+    stanza.loaded_plugins.clear()
+    stanza.iterables.clear()
 
 
 def _scrub(stanza: StanzaBase) -> None:

@@ -6,6 +6,7 @@ A peer certificate is only ever used for the JIDs it names.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -240,7 +241,15 @@ def validate_peer_certificate(
     if isinstance(certificate, bytes):
         certificate = load_certificate(certificate)
     now = now or utcnow()
-    jids = frozenset(normalize_bare_jid(a) for a in xmpp_addresses(certificate) if a.strip())
+    addresses = [a for a in xmpp_addresses(certificate) if a.strip()]
+    for address in addresses:
+        if unicodedata.normalize("NFKC", address) != address or any(
+            unicodedata.category(ch) in ("Cc", "Cf", "Zs") for ch in address
+        ):
+            raise CertificateError(
+                f"certificate names {address!r}, which is not in normal form (look-alike)"
+            )
+    jids = frozenset(normalize_bare_jid(a) for a in addresses)
     if not jids:
         raise CertificateError("certificate names no XMPP address (id-on-xmppAddr)")
     if now < certificate.not_valid_before_utc:

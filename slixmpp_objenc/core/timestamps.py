@@ -113,6 +113,8 @@ class ReplayGuardState:
     """sender full JID -> (timestamp ms, received-at ms) of the last accepted stanza."""
     seen: list[tuple[bytes, int]]
     """(digest, timestamp ms) of accepted stanzas, oldest first."""
+    floor_ms: int = 0
+    """Timestamps at or below this are refused: their digests were forgotten."""
 
 
 class ReplayGuard:
@@ -130,7 +132,9 @@ class ReplayGuard:
        (10 minutes).
 
     Digests are kept for ``retention`` after their timestamp, and at most
-    ``max_entries`` of them (oldest dropped first).
+    ``max_entries`` of them (oldest dropped first). Forgetting a digest
+    raises a floor: any timestamp at or below the newest forgotten one is
+    refused as ``old``, so flooding the cache cannot reopen a replay.
     """
 
     def __init__(
@@ -147,6 +151,8 @@ class ReplayGuard:
         self.max_entries = max_entries
         self._last: dict[str, tuple[int, int]] = {}
         self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self.floor_ms = 0
+        self._records = 0
 
     def check(
         self,
@@ -162,6 +168,8 @@ class ReplayGuard:
         now_ms = _to_ms(now)
         if digest in self._seen:
             raise StaleStanza("replay")
+        if ts <= self.floor_ms:
+            raise StaleStanza("old")
         reference = now_ms
         if delay is not None:
             delay_ms = _to_ms(delay)
@@ -208,14 +216,16 @@ class ReplayGuard:
             if ts >= horizon and len(self._seen) <= self.max_entries:
                 break
             del self._seen[digest]
-        stale = [s for s, (_, rx) in self._last.items() if now_ms - rx > self.window_ms]
-        if len(stale) > 1024:
+            self.floor_ms = max(self.floor_ms, ts)
+        self._records += 1
+        if self._records % 1024 == 0:  # occasional sweep: the window is short
+            stale = [s for s, (_, rx) in self._last.items() if now_ms - rx > self.window_ms]
             for sender in stale:
                 del self._last[sender]
 
     def state(self) -> ReplayGuardState:
         """A snapshot to persist."""
-        return ReplayGuardState(dict(self._last), list(self._seen.items()))
+        return ReplayGuardState(dict(self._last), list(self._seen.items()), self.floor_ms)
 
     def restore(self, state: ReplayGuardState) -> None:
         """Load a snapshot taken by :meth:`state`, merging: newer knowledge wins."""
@@ -225,3 +235,4 @@ class ReplayGuard:
                 self._last[sender] = (ts, received_at)
         for digest, ts in state.seen:
             self._seen.setdefault(digest, ts)
+        self.floor_ms = max(self.floor_ms, state.floor_ms)

@@ -228,9 +228,16 @@ class TestInbound(ObjEncTestCase):
         assert len(self.events["objenc_decrypted"]) == 1
         self.send(None)  # success: never an error
 
-    def test_plaintext_has_no_encryption_info(self) -> None:
-        self.recv(CHAT_TO_TESTER.format(body="clear"))
+    def test_plaintext_from_a_contact_without_certificate(self) -> None:
+        self.recv(CHAT_TO_TESTER.format(body="clear").replace("alice@", "bob@"))
         assert self.plugin.encryption_info(self.events["message"][0]) is None
+
+    def test_plaintext_from_a_contact_known_to_encrypt_is_refused(self) -> None:
+        refused: list[Any] = []
+        self.xmpp.add_event_handler("objenc_plaintext_refused", refused.append)
+        self.recv(CHAT_TO_TESTER.format(body="injected by the server"))
+        assert "message" not in self.events
+        assert len(refused) == 1
 
     def test_case4_tampered_gets_error_and_is_not_delivered(self) -> None:
         def flip(e2e: ET.Element) -> None:
@@ -383,6 +390,116 @@ class TestInbound(ObjEncTestCase):
         wire = self.alice_seals(inner, kind="presence", kind_type="")
         self.recv(wire.replace(" type=''", ""))
         assert [p["status"] for p in self.events["presence_available"]] == ["here"]
+
+
+class TestReviewFindings(ObjEncTestCase):
+    """Regressions for the security review of the first release."""
+
+    def test_encrypted_stanza_from_a_bare_jid_is_refused(self) -> None:
+        inner = (
+            "<iq xmlns='jabber:client' from='alice@example.org/phone' "
+            "to='tester@localhost/resource' type='get' id='q'><query xmlns='urn:x:secret'/></iq>"
+        )
+        wire = self.alice_seals(
+            inner,
+            kind="iq",
+            kind_type="get",
+            outer_attrs="from='alice@example.org' to='tester@localhost/resource'",
+        )
+        self.recv(wire)
+        assert self.events["objenc_decryption_failed"][0].reason == "forged"
+
+    def _decrypted_iq_from_stranger(self) -> Any:
+        got: list[Any] = []
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+
+        self.xmpp.register_handler(
+            Callback("secret", MatchXPath("{jabber:client}iq/{urn:x:secret}query"), got.append)
+        )
+        inner = (
+            "<iq xmlns='jabber:client' from='bob@example.org/pc' "
+            "to='tester@localhost/resource' type='get' id='q7'><query xmlns='urn:x:secret'/></iq>"
+        )
+        self.recv(
+            self.alice_seals(
+                inner,
+                kind="iq",
+                kind_type="get",
+                outer_attrs="from='bob@example.org/pc' to='tester@localhost/resource'",
+            )
+        )
+        assert len(got) == 1
+        return got[0]
+
+    def test_answer_to_an_encrypted_iq_is_never_sent_in_the_clear(self) -> None:
+        request = self._decrypted_iq_from_stranger()  # we hold no certificate for bob
+        reply = request.reply()
+        reply.xml.append(ET.fromstring("<query xmlns='urn:x:secret'><pin>4711</pin></query>"))
+        reply.send()
+        self.wait_for_send_queue()
+        assert self.xmpp.socket.next_sent(timeout=0.3) is None
+        assert len(self.events["objenc_encryption_failed"]) == 1
+        # and bob is now someone we never write to in the clear
+        self.xmpp.send_message(mto="bob@example.org", mbody="hello")
+        self.wait_for_send_queue()
+        assert self.xmpp.socket.next_sent(timeout=0.3) is None
+
+    def test_error_answering_an_encrypted_stanza_carries_nothing(self) -> None:
+        request = self._decrypted_iq_from_stranger()
+        error = request.reply(clear=False)
+        error["type"] = "error"
+        error["error"]["condition"] = "forbidden"
+        error["error"]["text"] = "refused: 4711"
+        error.send()
+        self.wait_for_send_queue()
+        raw = self.xmpp.socket.next_sent(timeout=1)
+        assert raw is not None and b"forbidden" in raw
+        assert b"4711" not in raw and b"urn:x:secret" not in raw
+
+    def test_changed_sealed_stanza_is_not_resent(self) -> None:
+        msg = self.xmpp.make_message(mto="alice@example.org", mbody="first", mtype="chat")
+        msg.send()
+        self.sent_to_alice()
+        msg["body"] = "SECOND-SECRET"
+        msg.send()
+        self.wait_for_send_queue()
+        assert self.xmpp.socket.next_sent(timeout=0.3) is None
+
+    def test_delay_not_from_our_server_is_ignored(self) -> None:
+        sent_at = NOW - timedelta(hours=3)
+        stamp = sent_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.recv(
+            self.alice_seals(
+                CHAT_TO_TESTER.format(body="replayed"),
+                timestamp=sent_at,
+                extra=f"<delay xmlns='urn:xmpp:delay' from='evil.example' stamp='{stamp}'/>",
+            )
+        )
+        assert "message" not in self.events
+        assert self.events["objenc_bad_timestamp"][0].reason == "old"
+
+    def test_out_of_range_delay_does_not_break_anything(self) -> None:
+        self.recv(
+            self.alice_seals(
+                CHAT_TO_TESTER.format(body="odd stamp"),
+                extra="<delay xmlns='urn:xmpp:delay' from='localhost' "
+                "stamp='9999-12-31T23:59:59-99:00'/>",
+            )
+        )
+        assert [m["body"] for m in self.events["message"]] == ["odd stamp"]
+
+    def test_certificate_naming_several_jids_binds_only_the_chosen_one(self) -> None:
+        from testkit import make_multi_jid_identity
+
+        from slixmpp_objenc.core import CertificateError
+
+        identity = make_multi_jid_identity(["mallory@evil.example", "ALICE@example.org"])
+        with pytest.raises(CertificateError):
+            self.plugin.add_peer_certificate(identity.certificate_pem())
+        self.plugin.add_peer_certificate(identity.certificate_pem(), jid="mallory@evil.example")
+        held = self.plugin.peer_certificate("alice@example.org")
+        assert held is not None and held.fingerprint == ALICE.fingerprint
 
 
 class TestIq(ObjEncTestCase):

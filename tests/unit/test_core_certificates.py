@@ -415,3 +415,38 @@ def test_openssl_cli_certificate(tmp_path):
         timestamp=datetime(2024, 1, 1, tzinfo=UTC),
     )
     assert open_envelope(e2e, key, key_id=identity.fingerprint).stanza_bytes == stanza
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["\uff21\uff2c\uff29\uff23\uff25@example.org", "alice\u00ad@example.org", "alice @x.org"],
+)
+def test_look_alike_addresses_are_refused(address):
+    from cryptography import x509 as _x509
+    from cryptography.hazmat.primitives import hashes as _hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
+    from cryptography.x509.oid import NameOID as _NameOID
+
+    from slixmpp_objenc.core.certificates import ID_ON_XMPPADDR, _der_utf8string
+
+    key = _rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = _x509.Name([_x509.NameAttribute(_NameOID.COMMON_NAME, "x")])
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    cert = (
+        _x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(_x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=1))
+        .add_extension(
+            _x509.SubjectAlternativeName(
+                [_x509.OtherName(ID_ON_XMPPADDR, _der_utf8string(address))]
+            ),
+            critical=False,
+        )
+        .sign(key, _hashes.SHA256())
+    )
+    with pytest.raises(CertificateError, match="normal form"):
+        validate_peer_certificate(cert)

@@ -538,3 +538,19 @@ def test_restore_keeps_the_newer_knowledge():
     assert info.value.reason == "decreasing"
     with pytest.raises(StaleStanza):
         guard.check("b@x/r", now, b"d1", now=now)
+
+
+def test_flooding_the_cache_cannot_reopen_a_replay():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    guard = ReplayGuard(max_entries=10)
+    guard.admit("alice@x/r", now - timedelta(seconds=30), b"victim", now=now)
+    for n in range(20):  # an attacker's own valid envelopes push the victim out
+        guard.admit(f"mallory@x/{n}", now - timedelta(seconds=29 - n), bytes([n]) * 4, now=now)
+    assert b"victim" not in dict(guard.state().seen)
+    with pytest.raises(StaleStanza) as info:
+        guard.check("alice@x/other", now - timedelta(seconds=30), b"victim", now=now)
+    assert info.value.reason == "old"
+    restored = ReplayGuard()
+    restored.restore(guard.state())
+    with pytest.raises(StaleStanza):
+        restored.check("alice@x/r2", now - timedelta(seconds=30), b"victim", now=now)
