@@ -99,6 +99,7 @@ _ENCRYPTED_MESSAGE_TYPES = frozenset({"", "normal", "chat", "headline"})
 _OUTER_ID_MEMORY = 4096
 _MAX_OWN_KEYS_TRIED = 3
 _NEGATIVE_DISCOVERY_SECONDS = 300.0
+_STICKY_RETRY_SECONDS = 10.0
 _LAST_SENT = "last-sent-timestamp"
 _REPLAY_FLOOR = "replay-floor-ms"
 
@@ -230,6 +231,7 @@ class ObjEnc(BasePlugin):
         self.xmpp.add_event_handler("session_start", self._on_session_start)
         self.xmpp.add_event_handler("objenc_certs_publish", self._on_certificates_notified)
         self.xmpp.add_event_handler("objenc_certs_retract", self._on_certificates_notified)
+        self.xmpp.add_event_handler("changed_subscription", self._on_subscription_changed)
         self.xmpp.register_handler(
             CoroutineCallback(
                 "objenc verification", StanzaPath("iq@type=set/objenc_sas"), self._handle_sas
@@ -252,6 +254,7 @@ class ObjEnc(BasePlugin):
         self.xmpp.del_event_handler("session_start", self._on_session_start)
         self.xmpp.del_event_handler("objenc_certs_publish", self._on_certificates_notified)
         self.xmpp.del_event_handler("objenc_certs_retract", self._on_certificates_notified)
+        self.xmpp.del_event_handler("changed_subscription", self._on_subscription_changed)
         self.xmpp.remove_handler("objenc verification")
         for task in list(self._tasks):
             task.cancel()
@@ -536,7 +539,11 @@ class ObjEnc(BasePlugin):
         if not self.config.get("pep", True):
             return
         missed = self._no_certificates.get(bare)
-        if missed is not None and time.monotonic() - missed < _NEGATIVE_DISCOVERY_SECONDS:
+        # A miss is remembered, briefly when the stanza cannot go without a key.
+        remember = (
+            _STICKY_RETRY_SECONDS if self.keyring.sticky(bare) else _NEGATIVE_DISCOVERY_SECONDS
+        )
+        if missed is not None and time.monotonic() - missed < remember:
             return
         future = self._discovering.get(bare)
         if future is None:
@@ -561,9 +568,15 @@ class ObjEnc(BasePlugin):
         sender = msg["from"].bare
         if not sender or sender == self.xmpp.boundjid.bare:
             return
-        self._no_certificates.pop(sender, None)
         await self._ready.wait()
+        if not self.keyring.records(sender):
+            return  # not a correspondent yet: its certificate is fetched on first send
+        self._no_certificates.pop(sender, None)
         await self._discover(sender)
+
+    def _on_subscription_changed(self, presence: Presence) -> None:
+        # PEP access follows presence subscriptions: an earlier refusal may be stale.
+        self._no_certificates.pop(presence["from"].bare, None)
 
     async def _reconcile(self, bare: str, items: list[ET.Element], *, complete: bool) -> None:
         """Take in the certificates a contact publishes; with ``complete``, those
@@ -843,6 +856,7 @@ class ObjEnc(BasePlugin):
             self._answerable[(sender.full, inner_id)] = None
             while len(self._answerable) > _OUTER_ID_MEMORY:
                 self._answerable.popitem(last=False)
+        self._no_certificates.pop(sender.bare, None)  # it uses this protocol: look again
         if not self.keyring.sticky(sender.bare):
             # It encrypts: never answer it in the clear from now on.
             key, value = self.keyring.require_now(sender.bare)
