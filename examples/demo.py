@@ -1,11 +1,13 @@
 """Two clients talk through a throwaway Prosody; the server only ever holds ciphertext.
 
 Starts a private Prosody on a loopback port, registers "juliet" and an echo
-bot "romeo", gives each an RSA-3072 self-signed certificate for its JID,
-exchanges the certificates, then runs an encrypted conversation and an
-encrypted iq. For every stanza it prints, side by side, what the server
-relayed and what the recipient read, and at the end searches the server's
-own stored data (MAM archive, offline store) for the plaintext.
+bot "romeo" with no key configuration at all: each makes its RSA-3072
+certificate on first start and publishes it to PEP; once they are contacts
+they find each other's certificates there. Then it runs an encrypted
+conversation, an encrypted iq and the 6-character verification. For every
+stanza it prints, side by side, what the server relayed and what the
+recipient read, and at the end searches the server's own stored data (MAM
+archive, offline store) for the plaintext.
 
     tox -e demo        (or: ./dev demo)
 """
@@ -80,41 +82,33 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
     print(f"accounts: {juliet_jid} and {romeo_jid} (in-band registration)")
 
     t0 = time.perf_counter()
-    juliet_id = generate_identity(juliet_jid)
-    romeo_id = generate_identity(romeo_jid)
-    print(f"two RSA-3072 self-signed certificates made in {time.perf_counter() - t0:.2f} s")
-    (workdir / "romeo.key").write_bytes(romeo_id.private_key_pem())
-    (workdir / "romeo.pem").write_bytes(romeo_id.certificate_pem())
-    (workdir / "romeo.key").chmod(0o600)
-
     romeo_bot: EchoBot = await server.connect_client(  # type: ignore[assignment]
         romeo_jid,
         romeo_pw,
         plugins=[],
-        client_factory=lambda j, p: EchoBot(
-            j,
-            p,
-            {
-                "key_file": str(workdir / "romeo.key"),
-                "cert_file": str(workdir / "romeo.pem"),
-                "data_dir": str(workdir),
-                "pep": False,
-            },
-        ),
+        client_factory=lambda j, p: EchoBot(j, p, {"data_dir": str(workdir / "romeo")}),
         send_presence=True,
-        get_roster=False,
+        get_roster=True,
     )
     juliet: ClientXMPP = await server.connect_client(
         juliet_jid,
         juliet_pw,
         plugins=["xep_0030", "xep_0199", "objenc"],
-        pconfig={"objenc": {"identity": juliet_id, "data_dir": str(workdir), "pep": False}},
+        pconfig={"objenc": {"data_dir": str(workdir / "juliet")}},
     )
-    juliet.plugin["objenc"].add_peer_certificate(romeo_id.certificate_pem())
-    romeo_bot.plugin["objenc"].add_peer_certificate(juliet_id.certificate_pem())
-    print("certificates exchanged out of band; fingerprints:")
-    print(f"  juliet {juliet_id.fingerprint[:32]}...")
-    print(f"  romeo  {romeo_id.fingerprint[:32]}...")
+    await juliet.plugin["objenc"].ready()
+    await romeo_bot.plugin["objenc"].ready()
+    print(
+        f"zero configuration: keys made on first start and published to PEP "
+        f"in {time.perf_counter() - t0:.2f} s (RSA-3072, one SQLite file per account)"
+    )
+    juliet.send_presence(pto=romeo_jid, ptype="subscribe")  # PEP: contacts only
+    for _ in range(200):
+        if juliet.client_roster[romeo_jid]["subscription"] == "both":
+            break
+        await asyncio.sleep(0.05)
+    print(f"  juliet {juliet.plugin['objenc'].fingerprint[:32]}...")
+    print(f"  romeo  {romeo_bot.plugin['objenc'].fingerprint[:32]}...")
 
     # Show each stanza as it arrived on romeo's and juliet's sockets, before decryption.
     wire: dict[str, list[str]] = {"romeo": [], "juliet": []}
@@ -157,8 +151,15 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
     result = await iq.send(timeout=15)
     side_by_side("iq result, romeo -> juliet", shorten(wire["juliet"][-1]), str(result))
 
+    sas = await juliet.plugin["objenc"].start_verification(romeo_bot.boundjid.full)
+    print(f"\n--- verification: both screens now show the same 6 characters: {sas.sas}")
+    await juliet.plugin["objenc"].confirm_verification(sas.sid, matched=True)
+    state = juliet.plugin["objenc"].keyring.record(romeo_jid, sas.peer_fingerprint).trust
+    print(f"    juliet marked romeo's certificate {state.value}")
+
     nurse_jid, _ = await server.create_account("nurse")  # never online: offline storage
-    juliet.plugin["objenc"].add_peer_certificate(generate_identity(nurse_jid).certificate_pem())
+    nurse_key = generate_identity(nurse_jid, key_size=2048)
+    juliet.plugin["objenc"].add_peer_certificate(nurse_key.certificate_pem())
     juliet.send_message(mto=nurse_jid, mbody="Nurse, the key is under the mat", mtype="chat")
     await juliet.plugin["xep_0199"].ping(jid=server.domain, timeout=15)
     await asyncio.sleep(0.3)
@@ -170,6 +171,8 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
     print(f"  plaintext found in server storage: {leaked or 'none'}")
     print(f"  romeo echoed {romeo_bot.echoed} encrypted messages")
 
+    await juliet.plugin["objenc"].close()
+    await romeo_bot.plugin["objenc"].close()
     await server.disconnect_client(juliet)
     await server.disconnect_client(romeo_bot)
     return 1 if leaked or romeo_bot.echoed != len(LINES) else 0
