@@ -1,0 +1,131 @@
+"""PEP publication and discovery on slixmpp's mock stream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from slixmpp.test import SlixTest
+from testkit import ALICE, TESTER
+
+import slixmpp_objenc
+from slixmpp_objenc import EncryptionError
+from slixmpp_objenc.core import open_envelope
+from slixmpp_objenc.core.constants import NS_OBJENC
+from slixmpp_objenc.plugin import NODE_CERTS
+from slixmpp_objenc.store import MemoryStorage
+
+
+class PepTestCase(SlixTest):
+    def setUp(self) -> None:
+        self.stream_start(mode="client", jid="tester@localhost/resource", plugins=["xep_0030"])
+        self.xmpp.register_plugin(
+            "objenc",
+            module=slixmpp_objenc,
+            pconfig={"identity": TESTER, "storage": MemoryStorage()},
+        )
+        self.plugin = self.xmpp.plugin["objenc"]
+        self.events: dict[str, list[Any]] = {}
+        for name in ("objenc_publish_failed", "objenc_published", "objenc_key_changed"):
+            self.xmpp.add_event_handler(name, self.events.setdefault(name, []).append)
+        self.wait_()
+
+    def tearDown(self) -> None:
+        self.stream_close()
+
+    def next_sent(self) -> ET.Element | None:
+        self.wait_for_send_queue()
+        self.wait_()
+        raw = self.xmpp.socket.next_sent(timeout=0.5)
+        return None if raw is None else ET.fromstring(raw)
+
+    def items_result(self, iq_id: str, *certificates: bytes) -> str:
+        items = "".join(
+            f"<item id='x{i}'><certificate xmlns='{NS_OBJENC}'>"
+            f"{base64.b64encode(der).decode()}</certificate></item>"
+            for i, der in enumerate(certificates)
+        )
+        return (
+            f"<iq type='result' from='alice@example.org' to='tester@localhost/resource' "
+            f"id='{iq_id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+            f"<items node='{NODE_CERTS}'>{items}</items></pubsub></iq>"
+        )
+
+
+class TestDiscovery(PepTestCase):
+    def test_concurrent_sends_share_one_fetch_then_both_are_encrypted(self) -> None:
+        self.xmpp.send_message(mto="alice@example.org", mbody="one", mtype="chat")
+        self.xmpp.send_message(mto="alice@example.org", mbody="two", mtype="chat")
+        fetch = self.next_sent()
+        assert fetch is not None and fetch.get("type") == "get"
+        assert NODE_CERTS in ET.tostring(fetch, encoding="unicode")
+        assert self.next_sent() is None  # the second send waits on the same fetch
+        self.recv(
+            self.items_result(fetch.get("id", ""), ALICE.certificate.public_bytes(Encoding.DER))
+        )
+        self.wait_(0.2)
+        bodies = []
+        for _ in range(2):
+            sent = self.next_sent()
+            assert sent is not None
+            e2e = sent.find(f"{{{NS_OBJENC}}}e2e")
+            assert e2e is not None, ET.tostring(sent)
+            inner = open_envelope(e2e, ALICE.private_key).stanza
+            bodies.append(inner.findtext("{jabber:client}body"))
+        assert sorted(bodies) == ["one", "two"]
+
+    def test_a_certificate_for_someone_else_is_ignored(self) -> None:
+        self.xmpp.send_message(mto="bob@example.org", mbody="clear", mtype="chat")
+        fetch = self.next_sent()
+        assert fetch is not None
+        # bob's node publishes alice's certificate: not bound to bob
+        self.recv(
+            self.items_result(
+                fetch.get("id", ""), ALICE.certificate.public_bytes(Encoding.DER)
+            ).replace("from='alice@example.org'", "from='bob@example.org'")
+        )
+        self.wait_(0.2)
+        sent = self.next_sent()
+        assert sent is not None and sent.find(f"{{{NS_OBJENC}}}e2e") is None
+        assert self.plugin.keyring.records("bob@example.org") == []
+
+
+class TestPublication(PepTestCase):
+    def test_refused_publish_options_give_an_event_and_no_open_retry(self) -> None:
+        task = asyncio.ensure_future(self.plugin.publish_certificate())
+        publish = self.next_sent()
+        assert publish is not None
+        text = ET.tostring(publish, encoding="unicode")
+        assert "pubsub#access_model" in text and "presence" in text
+        self.recv(
+            f"<iq type='error' id='{publish.get('id')}' to='tester@localhost/resource'>"
+            "<error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>"
+            "</error></iq>"
+        )
+        self.wait_(0.1)
+        assert task.done() and task.result() is False
+        assert self.events["objenc_publish_failed"][0].condition == "conflict"
+        assert self.next_sent() is None  # no second, unrestricted attempt
+
+
+def test_world_readable_key_file_is_refused(tmp_path: Path) -> None:
+    from slixmpp import ClientXMPP
+
+    key, cert = tmp_path / "me.key", tmp_path / "me.pem"
+    key.write_bytes(TESTER.private_key_pem())
+    cert.write_bytes(TESTER.certificate_pem())
+    os.chmod(key, 0o644)
+    client = ClientXMPP("tester@localhost", "x")
+    with pytest.raises(EncryptionError, match="world-readable"):
+        client.register_plugin(
+            "objenc",
+            module=slixmpp_objenc,
+            pconfig={"key_file": str(key), "cert_file": str(cert), "storage": MemoryStorage()},
+        )
