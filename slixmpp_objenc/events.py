@@ -9,10 +9,12 @@ from typing import Any
 from .store.base import TrustState
 
 __all__ = [
+    "ArchivedMessage",
     "BadTimestampEvent",
     "DecryptionFailedEvent",
     "EncryptionFailedEvent",
     "EncryptionInfo",
+    "ForeignEncryptionEvent",
     "KeyChangedEvent",
     "PeerRejectedEvent",
     "PublishFailedEvent",
@@ -125,3 +127,27 @@ class SasEvent:
     peer_fingerprint: str
     role: str
     """``initiator`` or ``responder``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignEncryptionEvent:
+    """``objenc_foreign_encryption``: a message encrypted with another mechanism
+    (XEP-0380 names it) that no loaded plugin handles; its body is only a
+    fallback notice, so it is not delivered as if it were the message."""
+
+    stanza: Any
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One message from ``fetch_archive()``."""
+
+    stanza: Any
+    """The decrypted message, or the archived one as it was if it could not be opened."""
+    info: EncryptionInfo | None
+    """How it was encrypted (``delay`` is the archive's stamp); ``None`` if it was
+    not encrypted or could not be opened."""
+    error: str | None = None
+    """Why it could not be opened (``undecryptable``, ``forged``, ``old``, ...)."""

@@ -61,14 +61,16 @@ from .core.constants import (
     NS_STANZAS,
     qname,
 )
-from .core.timestamps import utcnow
+from .core.timestamps import check_archived, utcnow
 from .core.trust import Observation
 from .core.verification import SasInitiator, SasResponder, VerificationError
 from .events import (
+    ArchivedMessage,
     BadTimestampEvent,
     DecryptionFailedEvent,
     EncryptionFailedEvent,
     EncryptionInfo,
+    ForeignEncryptionEvent,
     KeyChangedEvent,
     PeerRejectedEvent,
     PublishFailedEvent,
@@ -93,6 +95,22 @@ _MUC_TAG = qname("http://jabber.org/protocol/muc", "x")
 _BODY_TAG = qname("jabber:client", "body")
 _NO_STORE = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
 _HINTS_PREFIX = f"{{{NS_HINTS}}}"
+NS_EME = "urn:xmpp:eme:0"
+_EME_TAG = qname(NS_EME, "encryption")
+EME_NAME = "Object Encryption"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_MAM = "urn:xmpp:mam:2"
+_FORWARDED_TAG = qname(NS_FORWARD, "forwarded")
+_MESSAGE_TAG = qname("jabber:client", "message")
+_OUTSIDE_OK = frozenset({_EME_TAG, _BODY_TAG})
+# Mechanisms other plugins may handle: leave their messages alone when loaded.
+_FOREIGN_HANDLERS = {
+    "eu.siacs.conversations.axolotl": "xep_0384",
+    "urn:xmpp:omemo:2": "xep_0384",
+    "urn:xmpp:openpgp:0": "xep_0373",
+    "jabber:x:encrypted": "xep_0027",
+}
 _ERROR_TAG = qname("jabber:client", "error")
 _ENCRYPTED_PRESENCE_TYPES = frozenset({"", "available", "unavailable"})
 _ENCRYPTED_MESSAGE_TYPES = frozenset({"", "normal", "chat", "headline"})
@@ -153,6 +171,10 @@ class ObjEnc(BasePlugin):
         contact is known to encrypt (default on): event ``objenc_plaintext_refused``.
     ``cipher``
         ``AES-128-CBC-PKCS5-WITH-IV`` (default) or ``AES-256-CBC-PKCS5-WITH-IV``.
+    ``padding``
+        pad the encrypted envelope to a multiple of this many bytes (64; 0: off).
+    ``fallback_body``
+        the outer ``<body/>`` clients without this protocol show (with XEP-0380).
     ``error_replies``, ``bad_timestamp_replies``, ``error_replies_per_minute``
         the draft's error stanzas for cases 4 and 3 (on; at most 10/min/sender).
 
@@ -175,6 +197,11 @@ class ObjEnc(BasePlugin):
         "pep": True,
         "hold_on_key_change": True,
         "refuse_plaintext": True,
+        "padding": 64,
+        "fallback_body": (
+            "This message is end-to-end encrypted with Object Encryption "
+            "(urn:ietf:params:xml:ns:xmpp-objenc:0) and your client cannot read it."
+        ),
         "discovery_timeout": 10.0,
         "cipher": "AES-128-CBC-PKCS5-WITH-IV",
         "error_replies": True,
@@ -214,6 +241,10 @@ class ObjEnc(BasePlugin):
         )
         self._outer_ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._answerable: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._sealed: weakref.WeakKeyDictionary[ET.Element, str] = weakref.WeakKeyDictionary()
+        self._archive_errors: weakref.WeakKeyDictionary[ET.Element, str] = (
+            weakref.WeakKeyDictionary()
+        )
         self._error_budget = _ErrorBudget(int(self.config.get("error_replies_per_minute", 10)))
         self._holds: dict[str, asyncio.Future[None]] = {}
         self._discovering: dict[str, asyncio.Future[None]] = {}
@@ -277,6 +308,7 @@ class ObjEnc(BasePlugin):
         await self._ready.wait()
         if self.config.get("pep", True) and self._load_error is None:
             await self.publish_certificate()
+            await self.discover(self.xmpp.boundjid.bare)  # our other devices
 
     async def ready(self) -> None:
         """Wait until keys are loaded (or created on first start); raise if that failed."""
@@ -566,10 +598,11 @@ class ObjEnc(BasePlugin):
 
     async def _on_certificates_notified(self, msg: Message) -> None:
         sender = msg["from"].bare
-        if not sender or sender == self.xmpp.boundjid.bare:
+        if not sender:
             return
         await self._ready.wait()
-        if not self.keyring.records(sender):
+        own = sender == self.xmpp.boundjid.bare
+        if not own and not self.keyring.records(sender):
             return  # not a correspondent yet: its certificate is fetched on first send
         self._no_certificates.pop(sender, None)
         await self._discover(sender)
@@ -596,6 +629,8 @@ class ObjEnc(BasePlugin):
                 log.warning("objenc: %s published a certificate for %s", bare, peer.jids)
                 continue
             published.add(peer.fingerprint)
+            if peer.fingerprint in {i.fingerprint for i in self.keyring.identities}:
+                continue  # ourselves
             sightings = await self.keyring.observe(peer, source="pep", jid=bare)
             for sighting in sightings:
                 if sighting.jid != bare:
@@ -673,8 +708,17 @@ class ObjEnc(BasePlugin):
             return stanza
         e2e = stanza.xml.find(_E2E_TAG)
         if e2e is not None:
-            extra = [c for c in stanza.xml if c is not e2e and not c.tag.startswith(_HINTS_PREFIX)]
-            if extra:  # e.g. a sealed stanza object changed and sent again
+            snapshot = self._sealed.get(stanza.xml)
+            if snapshot is not None:
+                changed = tostring(stanza.xml) != snapshot
+            else:
+                changed = any(
+                    c is not e2e
+                    and not c.tag.startswith(_HINTS_PREFIX)
+                    and c.tag not in _OUTSIDE_OK
+                    for c in stanza.xml
+                )
+            if changed:  # e.g. a sealed stanza object changed and sent again
                 self._refuse(stanza, EncryptionError("plaintext beside an <e2e/>: not sent"))
                 return None
             return stanza
@@ -693,7 +737,7 @@ class ObjEnc(BasePlugin):
             self._refuse(stanza, exc)
             return None
         if recipients:
-            self._pending[stanza.xml] = recipients
+            self._pending[stanza.xml] = self._with_own_devices(recipients)
             return stanza
         if self.keyring.sticky(bare) or answers_encrypted:
             self._refuse(
@@ -707,6 +751,8 @@ class ObjEnc(BasePlugin):
         return stanza
 
     async def _resolve(self, bare: str) -> list[PeerCertificate]:
+        """The contact's usable certificates (after discovery and any hold); empty
+        if there are none. Our own account's certificates are added by the caller."""
         if not self.keyring.records(bare):
             await self._discover(bare)
         while self.keyring.pending(bare) and self.config.get("hold_on_key_change", True):
@@ -717,6 +763,28 @@ class ObjEnc(BasePlugin):
             log.info("objenc: holding a stanza to %s until its key change is decided", bare)
             await hold
         return self.keyring.usable(bare, self._clock())
+
+    def _with_own_devices(self, recipients: list[PeerCertificate]) -> list[PeerCertificate]:
+        """Add our account's other certificates (carbons, our other clients) and our
+        own (our sent messages stay readable from the archive)."""
+        result = {p.fingerprint: p for p in recipients}
+        for peer in self.keyring.usable(self.xmpp.boundjid.bare, self._clock()):
+            result.setdefault(peer.fingerprint, peer)
+        own = self._own_certificate()
+        if own is not None:
+            result.setdefault(own.fingerprint, own)
+        return list(result.values())
+
+    def _own_certificate(self) -> PeerCertificate | None:
+        identity = self.identity
+        cached = getattr(self, "_own_peer", None)
+        if cached is None or cached.fingerprint != identity.fingerprint:
+            try:
+                cached = validate_peer_certificate(identity.certificate, now=self._clock())
+            except CertificateError:
+                return None
+            self._own_peer = cached
+        return cached
 
     def _release_hold(self, bare: str) -> None:
         hold = self._holds.get(bare)
@@ -765,22 +833,21 @@ class ObjEnc(BasePlugin):
             if not had_from:
                 del xml.attrib["from"]
         timestamp = self._timestamps.next()
+        named = len(recipients) > 1  # one <key/> per certificate, each named
         e2e = seal(
             stanza_string,
-            [Recipient(p.public_key) for p in recipients],
+            [Recipient(p.public_key, p.fingerprint if named else None) for p in recipients],
             timestamp=timestamp,
             cipher=self._cipher,
             random_bytes=self._random_bytes,
+            pad_to=int(self.config.get("padding", 64) or 0),
         )
         self._persist(lambda: self.storage.set_setting(_LAST_SENT, format_timestamp(timestamp)))
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         hints = [copy.copy(child) for child in xml if child.tag.startswith(f"{{{NS_HINTS}}}")]
-        archivable = (
-            isinstance(stanza, Message)
-            and xml.find(_BODY_TAG) is not None
-            and not any(h.tag in _NO_STORE for h in hints)
-        )
+        has_body = isinstance(stanza, Message) and xml.find(_BODY_TAG) is not None
+        archivable = has_body and not any(h.tag in _NO_STORE for h in hints)
         _scrub(stanza)
         xml.set("id", outer_id)
         xml.append(e2e)
@@ -789,6 +856,13 @@ class ObjEnc(BasePlugin):
             xml.append(hint)
         if archivable and not any(h.tag == qname(NS_HINTS, "store") for h in hints):
             ET.SubElement(xml, qname(NS_HINTS, "store"))
+        if isinstance(stanza, Message):
+            # XEP-0380: clients without this protocol say why they see nothing...
+            ET.SubElement(xml, _EME_TAG, {"namespace": NS_OBJENC, "name": EME_NAME})
+            fallback = self.config.get("fallback_body")
+            if has_body and fallback:  # ...and show an honest notice, not the message
+                ET.SubElement(xml, _BODY_TAG).text = str(fallback)
+        self._sealed[xml] = tostring(xml)
         self._outer_ids[outer_id] = (inner_id, str(stanza["to"]))
         while len(self._outer_ids) > _OUTER_ID_MEMORY:
             self._outer_ids.popitem(last=False)
@@ -810,6 +884,10 @@ class ObjEnc(BasePlugin):
         kind_type = xml.get("type", "")
         if kind_type == "error":
             return self._receive_error(stanza)
+        if isinstance(stanza, Message) and xml.find(_FORWARDED_TAG) is None:
+            forwarded = self._forwarded(stanza)
+            if forwarded is not None:
+                return self._receive_forwarded(stanza, *forwarded)
         e2e = xml.find(_E2E_TAG)
         if e2e is None:
             return self._receive_plaintext(stanza)
@@ -876,9 +954,162 @@ class ObjEnc(BasePlugin):
         self.xmpp.event("objenc_decrypted", delivered)
         return delivered
 
+    def _forwarded(self, stanza: StanzaBase) -> tuple[str, ET.Element, ET.Element] | None:
+        """A carbon (XEP-0280) or archive result (XEP-0313) and the message it forwards."""
+        for kind, tag in (
+            ("received", qname(NS_CARBONS, "received")),
+            ("sent", qname(NS_CARBONS, "sent")),
+            ("archive", qname(NS_MAM, "result")),
+        ):
+            wrapper = stanza.xml.find(tag)
+            if wrapper is None:
+                continue
+            forwarded = wrapper.find(_FORWARDED_TAG)
+            message = forwarded.find(_MESSAGE_TAG) if forwarded is not None else None
+            if forwarded is None or message is None:
+                return None
+            return kind, forwarded, message
+        return None
+
+    def _receive_forwarded(
+        self, stanza: StanzaBase, kind: str, forwarded: ET.Element, message: ET.Element
+    ) -> StanzaBase | None:
+        """Open the forwarded message in place, so slixmpp's carbon and MAM handling
+        see the plaintext; a forged carbon is dropped whatever it carries."""
+        own = self.xmpp.boundjid.bare
+        origin = stanza["from"]
+        if kind in ("received", "sent"):
+            if origin and origin.full != own:  # XEP-0280: only from our own bare JID
+                log.warning("objenc: a carbon from %s (not our account) dropped", origin)
+                self.xmpp.event("objenc_decryption_failed", DecryptionFailedEvent(stanza, "forged"))
+                return None
+        elif origin and origin.bare != own:
+            return stanza  # another archive (e.g. a room's): not ours to open
+        e2e = message.find(_E2E_TAG)
+        if e2e is None:
+            return stanza
+        archived = kind == "archive"
+
+        def fail(reason: str) -> StanzaBase | None:
+            if archived:
+                self._archive_errors[stanza.xml] = reason
+                return stanza  # the archive result still arrives, ciphertext and all
+            self.xmpp.event("objenc_decryption_failed", DecryptionFailedEvent(stanza, reason))
+            return None
+
+        try:
+            sender, to = JID(message.get("from", "")), JID(message.get("to", ""))
+        except Exception:
+            return fail("forged")
+        outgoing = sender.bare == own
+        if not sender.resource or (kind == "sent" and not outgoing):
+            return fail("forged")
+        if kind == "received" and to.bare != own:
+            return fail("forged")
+        opened = self._open(e2e)
+        if opened is None:
+            return fail("undecryptable")
+        envelope, recipient_fingerprint = opened
+        inner = envelope.stanza
+        recipient = to.bare if outgoing else own
+        if not _consistent("message", message.get("type", ""), inner, sender.bare, recipient):
+            return fail("forged")
+        stamp = None
+        try:
+            if archived:
+                delay = forwarded.find(_DELAY_TAG)
+                stamp = parse_timestamp(
+                    delay.get("stamp", "") if delay is not None else "", utc_only=False
+                )
+                check_archived(envelope.timestamp, stamp)
+            else:
+                self.replay_guard.admit(
+                    sender.full, envelope.timestamp, envelope.digest, now=self._clock()
+                )
+        except ValueError:
+            return fail("old")
+        except StaleStanza as stale:
+            if archived:
+                return fail(stale.reason)
+            self.xmpp.event(
+                "objenc_bad_timestamp",
+                BadTimestampEvent(stanza, stale.reason, envelope.timestamp),
+            )
+            return None
+        for attribute in ("from", "to"):
+            value = message.get(attribute)
+            if value:
+                inner.set(attribute, value)
+        forwarded.remove(message)
+        forwarded.append(inner)
+        peer_bare = to.bare if outgoing else sender.bare
+        records = self.keyring.records(peer_bare) if not outgoing else []
+        ranked = [r for r in records if r.trust.usable] + records
+        best = ranked[0] if ranked else None
+        self._info[inner] = EncryptionInfo(
+            timestamp=envelope.timestamp,
+            cipher=envelope.cipher,
+            recipient_fingerprint=recipient_fingerprint,
+            sender_fingerprint=best.fingerprint if best else None,
+            delay=stamp,
+            sender_trust=best.trust if best else None,
+        )
+        rebuilt: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins
+        self.xmpp.event("objenc_decrypted", rebuilt)
+        return rebuilt
+
+    async def fetch_archive(
+        self,
+        with_jid: JID | str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        max_items: int = 100,
+    ) -> list[ArchivedMessage]:
+        """Fetch messages from our server archive (XEP-0313) and decrypt them.
+
+        Each is checked against the archive's own delay stamp; messages from
+        long ago open as long as the key they were encrypted to is still held.
+        Needs the ``xep_0313`` plugin.
+        """
+        mam = self.xmpp.plugin.get("xep_0313", None)
+        if mam is None:
+            raise EncryptionError("fetch_archive needs the xep_0313 plugin")
+        await self.ready()
+        result = await mam.retrieve(
+            with_jid=JID(with_jid) if with_jid else None,
+            start=start,
+            end=end,
+            rsm={"max": max_items},
+        )
+        archived = []
+        for wrapper in result["mam"]["results"]:
+            element = wrapper.xml.find(
+                f"{{{NS_MAM}}}result/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message"
+            )
+            if element is None:
+                continue
+            info = self._info.get(element)
+            error = None if info is not None else self._archive_errors.get(wrapper.xml)
+            archived.append(ArchivedMessage(self.xmpp._build_stanza(element), info, error))
+        return archived
+
     def _receive_plaintext(self, stanza: StanzaBase) -> StanzaBase | None:
         """Plaintext from the client of a contact known to encrypt is refused: the
         server could have injected it."""
+        if isinstance(stanza, Message):
+            eme = stanza.xml.find(_EME_TAG)
+            namespace = eme.get("namespace", "") if eme is not None else ""
+            if eme is not None and namespace != NS_OBJENC:
+                handler = _FOREIGN_HANDLERS.get(namespace)
+                if handler is None or self.xmpp.plugin.get(handler, None) is None:
+                    # Its body is a fallback notice, not the message: do not show it
+                    # as if it were.
+                    log.info("objenc: %s message from %s not for us", namespace, stanza["from"])
+                    self.xmpp.event(
+                        "objenc_foreign_encryption",
+                        ForeignEncryptionEvent(stanza, namespace, eme.get("name", "")),
+                    )
+                    return None
         if not self.config.get("refuse_plaintext", True) or isinstance(stanza, Presence):
             return stanza
         sender = stanza["from"]
@@ -921,21 +1152,9 @@ class ObjEnc(BasePlugin):
 
     def _matches_outer(self, outer: StanzaBase, inner: ET.Element, sender: JID) -> bool:
         """The inner stanza must repeat the outer kind, type and addressing."""
-        if inner.tag.rsplit("}", 1)[-1] != outer.name:
-            return False
-        if _normal_type(outer.name, inner.get("type", "")) != _normal_type(
-            outer.name, outer.xml.get("type", "")
-        ):
-            return False
-        inner_from, inner_to = inner.get("from"), inner.get("to")
-        if not inner_from or not inner_to:
-            return False
-        try:
-            if JID(inner_from).bare != sender.bare:
-                return False
-            return bool(JID(inner_to).bare == self.xmpp.boundjid.bare)
-        except Exception:
-            return False
+        return _consistent(
+            outer.name, outer.xml.get("type", ""), inner, sender.bare, self.xmpp.boundjid.bare
+        )
 
     def _inner_to_stanza(self, outer: StanzaBase, inner: ET.Element) -> StanzaBase:
         """A slixmpp stanza for the plaintext, addressed as the server stamped the outer one."""
@@ -993,7 +1212,9 @@ class ObjEnc(BasePlugin):
     ) -> None:
         log.info("objenc: %s timestamp from %s refused", reason, sender)
         self.xmpp.event("objenc_bad_timestamp", BadTimestampEvent(delivered, reason, timestamp))
-        if self.config.get("bad_timestamp_replies", True):
+        # An exact copy (e.g. a stream-management resend) gets no error: the
+        # original was delivered, and the sender must not think it failed.
+        if reason != "replay" and self.config.get("bad_timestamp_replies", True):
             self._reply_error(outer, sender, "not-acceptable", "bad-timestamp")
 
     def _reply_error(
@@ -1122,6 +1343,21 @@ def _unb64(text: str) -> bytes:
 
 def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
+
+
+def _consistent(kind: str, kind_type: str, inner: ET.Element, sender: str, recipient: str) -> bool:
+    """Inner kind and type as the outer stanza's; inner from/to name the same bare JIDs."""
+    if inner.tag.rsplit("}", 1)[-1] != kind:
+        return False
+    if _normal_type(kind, inner.get("type", "")) != _normal_type(kind, kind_type):
+        return False
+    inner_from, inner_to = inner.get("from"), inner.get("to")
+    if not inner_from or not inner_to:
+        return False
+    try:
+        return bool(JID(inner_from).bare == sender and JID(inner_to).bare == recipient)
+    except Exception:
+        return False
 
 
 def _normal_type(kind: str, value: str) -> str:

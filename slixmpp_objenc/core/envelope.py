@@ -26,6 +26,7 @@ from .timestamps import format_timestamp, parse_timestamp
 from .xmlsafe import b64decode_strict, b64encode, parse_untrusted
 
 __all__ = [
+    "DEFAULT_PAD_TO",
     "KEY_ID_ATTRIBUTE",
     "OpenedEnvelope",
     "Recipient",
@@ -74,12 +75,27 @@ class OpenedEnvelope:
     """The block cipher's wire name."""
 
 
-def build_plain(stanza: bytes, timestamp: datetime) -> bytes:
-    """Steps 5 and 6: E' = UTF-8 of ``<plain timestamp='N'>base64(S')</plain>``."""
-    return (
-        f"<plain xmlns='{NS_OBJENC}' timestamp='{format_timestamp(timestamp)}'>"
-        f"{b64encode(stanza)}</plain>"
-    ).encode("ascii")
+DEFAULT_PAD_TO: Final = 64
+"""Length padding: the ciphertext after the IV is a multiple of this many bytes."""
+
+
+def build_plain(stanza: bytes, timestamp: datetime, pad_to: int = 0) -> bytes:
+    """Steps 5 and 6: E' = UTF-8 of ``<plain timestamp='N'>base64(S')</plain>``.
+
+    With ``pad_to`` (a multiple of 16), spaces inside the start tag, which
+    every XML parser ignores, bring E' to one byte short of a multiple of
+    ``pad_to``, so that with PKCS#7 the ciphertext's length reveals only a
+    size class.
+    """
+    head = f"<plain xmlns='{NS_OBJENC}' timestamp='{format_timestamp(timestamp)}'"
+    tail = f">{b64encode(stanza)}</plain>"
+    length = len(head) + len(tail)
+    if pad_to:
+        if pad_to % 16:
+            raise EncryptionError("pad_to must be a multiple of the AES block size")
+        target = -(-(length + 1) // pad_to) * pad_to - 1
+        head += " " * (target - length)
+    return (head + tail).encode("ascii")
 
 
 def seal(
@@ -89,11 +105,13 @@ def seal(
     timestamp: datetime,
     cipher: algo.BlockCipher = algo.DEFAULT_BLOCK_CIPHER,
     random_bytes: RandomBytes = os.urandom,
+    pad_to: int = 0,
 ) -> ET.Element:
     """Encrypt the stanza-string S' for every recipient; return the ``<e2e/>`` element.
 
     ``timestamp`` must come from a :class:`~.timestamps.TimestampSource` so it
-    increases per sending client. Raises :class:`EncryptionError` on misuse.
+    increases per sending client. ``pad_to`` pads E' to a size class (see
+    :func:`build_plain`). Raises :class:`EncryptionError` on misuse.
     """
     if not recipients:
         raise EncryptionError("no recipient certificate")
@@ -108,7 +126,7 @@ def seal(
     iv = random_bytes(algo.IV_LENGTH)
     if len(session_key) != cipher.key_length or len(iv) != algo.IV_LENGTH:
         raise EncryptionError("random source returned the wrong length")
-    plain = build_plain(stanza, timestamp)  # steps 3-6: E'
+    plain = build_plain(stanza, timestamp, pad_to)  # steps 3-6: E'
     padder = sym_padding.PKCS7(128).padder()
     padded = padder.update(plain) + padder.finalize()
     encryptor = Cipher(algorithms.AES(session_key), modes.CBC(iv)).encryptor()

@@ -20,6 +20,7 @@ __all__ = [
     "ReplayGuard",
     "ReplayGuardState",
     "TimestampSource",
+    "check_archived",
     "format_timestamp",
     "parse_timestamp",
     "utcnow",
@@ -236,3 +237,16 @@ class ReplayGuard:
         for digest, ts in state.seen:
             self._seen.setdefault(digest, ts)
         self.floor_ms = max(self.floor_ms, state.floor_ms)
+
+
+def check_archived(
+    timestamp: datetime, stamp: datetime, *, skew: timedelta = timedelta(minutes=5)
+) -> None:
+    """An archived (MAM) stanza: its timestamp must be within ``skew`` of the
+    archive's own delay stamp. No replay check: history is read again on purpose."""
+    ts, reference = _to_ms(timestamp), _to_ms(stamp)
+    skew_ms = int(skew.total_seconds() * 1000)
+    if ts > reference + skew_ms:
+        raise StaleStanza("future")
+    if ts < reference - skew_ms:
+        raise StaleStanza("old")

@@ -266,7 +266,9 @@ async def test_man_in_the_middle_gets_mismatching_strings(
             e2e = stanza.xml.find(E2E)
             if e2e is None:
                 return stanza
-            opened = open_envelope(e2e, substitute.private_key)  # Mallory reads it...
+            opened = open_envelope(  # Mallory reads it...
+                e2e, substitute.private_key, key_id=substitute.fingerprint
+            )
             inner = ET.fromstring(opened.stanza_bytes)
             rewrite(inner)
             resealed = seal(  # ...and re-encrypts it for the real recipient

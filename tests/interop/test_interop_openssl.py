@@ -450,8 +450,11 @@ async def test_plugin_to_openssl_client(
 
     assert outer["type"] == "chat"
     assert outer["from"] == romeo.boundjid
-    assert outer.xml.find(f"{{{NS_CLIENT}}}body") is None
-    assert not juliet_plain.done()  # nothing in the clear
+    # the outer body is the XEP-0380 fallback notice, never the message
+    fallback = outer.xml.findtext(f"{{{NS_CLIENT}}}body") or ""
+    assert "end-to-end encrypted" in fallback and body not in fallback
+    if juliet_plain.done():
+        assert body not in str(juliet_plain.result())
     envelopes = outer.xml.findall(f"{{{NS}}}e2e")
     assert len(envelopes) == 1
     data = envelopes[0].find(f"{{{NS}}}data")
@@ -461,15 +464,23 @@ async def test_plugin_to_openssl_client(
     e2e_xml = tostring(envelopes[0])
     plain_file = tmp_path / "plain.xml"
     proc = await asyncio.to_thread(
-        open_envelope, pair.juliet_key, e2e_xml, "--plain-out", plain_file
+        open_envelope,
+        pair.juliet_key,
+        e2e_xml,
+        "--cert",  # one <key/> per certificate: juliet's, and romeo's own
+        pair.juliet_cert,
+        "--plain-out",
+        plain_file,
     )
     assert proc.returncode == 0, f"{proc.stderr.decode()}\n{e2e_xml}"
 
-    # PROTOCOL.md §3 step 6 and §6: the exact E' this implementation emits.
+    # PROTOCOL.md §3 step 6 and §6: the exact E' this implementation emits
+    # (spaces before '>' pad it to a size class).
     plain = plain_file.read_bytes().decode()
+    assert (len(plain) + 1) % 64 == 0
     assert re.fullmatch(
         r"<plain xmlns='urn:ietf:params:xml:ns:xmpp-objenc:0' "
-        r"timestamp='\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z'>[A-Za-z0-9+/]+={0,2}</plain>",
+        r"timestamp='\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z' *>[A-Za-z0-9+/]+={0,2}</plain>",
         plain,
     ), plain
     # §3 step 4: S' declares jabber:client on its root.

@@ -76,7 +76,7 @@ class TestDiscovery(PepTestCase):
             assert sent is not None
             e2e = sent.find(f"{{{NS_OBJENC}}}e2e")
             assert e2e is not None, ET.tostring(sent)
-            inner = open_envelope(e2e, ALICE.private_key).stanza
+            inner = open_envelope(e2e, ALICE.private_key, key_id=ALICE.fingerprint).stanza
             bodies.append(inner.findtext("{jabber:client}body"))
         assert sorted(bodies) == ["one", "two"]
 

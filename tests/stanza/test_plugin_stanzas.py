@@ -97,7 +97,7 @@ class ObjEncTestCase(SlixTest):
         outer.tag = outer.tag.rsplit("}", 1)[-1]
         e2e = outer.find(E2E)
         assert e2e is not None, f"sent in the clear: {raw!r}"
-        opened = open_envelope(e2e, ALICE.private_key)
+        opened = open_envelope(e2e, ALICE.private_key, key_id=ALICE.fingerprint)
         return outer, opened.stanza_bytes
 
 
