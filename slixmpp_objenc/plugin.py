@@ -19,7 +19,7 @@ import weakref
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,7 +62,7 @@ from .core.constants import (
     qname,
 )
 from .core.timestamps import check_archived, utcnow
-from .core.trust import Observation
+from .core.trust import Observation, classify_publication
 from .core.verification import SasInitiator, SasResponder, VerificationError
 from .events import (
     ArchivedMessage,
@@ -118,6 +118,8 @@ _OUTER_ID_MEMORY = 4096
 _MAX_OWN_KEYS_TRIED = 3
 _NEGATIVE_DISCOVERY_SECONDS = 300.0
 _STICKY_RETRY_SECONDS = 10.0
+_REORDER_TOLERANCE = timedelta(minutes=2)
+"""Out-of-order stanzas (XEP-0198 resends after newer ones) up to this much older pass."""
 _LAST_SENT = "last-sent-timestamp"
 _REPLAY_FLOOR = "replay-floor-ms"
 
@@ -166,6 +168,11 @@ class ObjEnc(BasePlugin):
     ``hold_on_key_change``
         hold stanzas to a contact whose certificate changed until the
         application decides (default on); off: encrypt to the old keys only.
+    ``trust_new_devices``
+        a contact's certificate published later, next to pinned ones that are
+        still published and not verified, is trusted at once (blind trust
+        before verification, event ``objenc_device_added``) instead of being
+        held like a key change (default off).
     ``refuse_plaintext``
         drop plaintext messages and iqs from a contact's client once that
         contact is known to encrypt (default on): event ``objenc_plaintext_refused``.
@@ -197,6 +204,7 @@ class ObjEnc(BasePlugin):
         "pep": True,
         "hold_on_key_change": True,
         "refuse_plaintext": True,
+        "trust_new_devices": False,
         "padding": 64,
         "fallback_body": (
             "This message is end-to-end encrypted with Object Encryption "
@@ -229,7 +237,9 @@ class ObjEnc(BasePlugin):
         self.storage: Storage = self.config.get("storage") or self._default_storage()
         self.keyring = Keyring(self.storage, self._clock)
         self._timestamps = TimestampSource(self._clock)
-        self.replay_guard: ReplayGuard = self.config.get("replay_guard") or ReplayGuard()
+        self.replay_guard: ReplayGuard = self.config.get("replay_guard") or ReplayGuard(
+            reorder=_REORDER_TOLERANCE
+        )
         self._ready = asyncio.Event()
         self._load_error: BaseException | None = None
         self._parked: list[StanzaBase] = []
@@ -614,7 +624,7 @@ class ObjEnc(BasePlugin):
     async def _reconcile(self, bare: str, items: list[ET.Element], *, complete: bool) -> None:
         """Take in the certificates a contact publishes; with ``complete``, those
         no longer published are revoked."""
-        published = set()
+        published: dict[str, PeerCertificate] = {}
         for item in items:
             certificate = item.find(qname(NS_OBJENC, "certificate"))
             if certificate is None or not certificate.text:
@@ -628,20 +638,25 @@ class ObjEnc(BasePlugin):
             if bare not in {JID(j).bare for j in peer.jids}:
                 log.warning("objenc: %s published a certificate for %s", bare, peer.jids)
                 continue
-            published.add(peer.fingerprint)
-            if peer.fingerprint in {i.fingerprint for i in self.keyring.identities}:
+            published[peer.fingerprint] = peer
+        own = {i.fingerprint for i in self.keyring.identities}
+        held = {r.fingerprint: r.trust.value for r in self.keyring.records(bare)}
+        for fingerprint, peer in published.items():
+            if fingerprint in own:
                 continue  # ourselves
-            sightings = await self.keyring.observe(peer, source="pep", jid=bare)
-            for sighting in sightings:
-                if sighting.jid != bare:
-                    continue
-                if sighting.observation is Observation.CHANGED and (
-                    sighting.trust is TrustState.UNTRUSTED
-                ):
-                    self.xmpp.event(
-                        "objenc_key_changed",
-                        KeyChangedEvent(bare, sighting.previous, sighting.fingerprint),
-                    )
+            observation = classify_publication(held, set(published), fingerprint)
+            if observation is Observation.KNOWN:
+                await self.keyring.observe(peer, source="pep", jid=bare)
+                continue
+            if observation is Observation.ADDED and not self.config.get("trust_new_devices"):
+                observation = Observation.CHANGED  # default: a new device is a key change
+            trust = TrustState.UNTRUSTED if observation is Observation.CHANGED else TrustState.TOFU
+            await self.keyring.observe(peer, source="pep", jid=bare, trust=trust)
+            previous = tuple(fp for fp in held if fp != fingerprint)
+            if observation is Observation.CHANGED:
+                self.xmpp.event("objenc_key_changed", KeyChangedEvent(bare, previous, fingerprint))
+            elif observation is Observation.ADDED:
+                self.xmpp.event("objenc_device_added", KeyChangedEvent(bare, previous, fingerprint))
         if complete:
             for record in self.keyring.records(bare):
                 if (

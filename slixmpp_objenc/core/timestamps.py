@@ -130,7 +130,10 @@ class ReplayGuard:
        ``retention``, the horizon of the replay cache);
     3. ``decreasing``: it is later than the last timestamp admitted from the
        same sender full JID, if that one was received in the last ``window``
-       (10 minutes).
+       (10 minutes). With ``reorder`` (0 by default, as the draft reads), a
+       stanza up to that much older than the newest admitted one passes: exact
+       copies are still caught by rule 1, and stream-management resumption
+       resends lost stanzas after newer ones.
 
     Digests are kept for ``retention`` after their timestamp, and at most
     ``max_entries`` of them (oldest dropped first). Forgetting a digest
@@ -145,11 +148,13 @@ class ReplayGuard:
         window: timedelta = timedelta(minutes=10),
         retention: timedelta = timedelta(days=30),
         max_entries: int = 100_000,
+        reorder: timedelta = timedelta(0),
     ) -> None:
         self.skew_ms = int(skew.total_seconds() * 1000)
         self.window_ms = int(window.total_seconds() * 1000)
         self.retention_ms = int(retention.total_seconds() * 1000)
         self.max_entries = max_entries
+        self.reorder_ms = int(reorder.total_seconds() * 1000)
         self._last: dict[str, tuple[int, int]] = {}
         self._seen: OrderedDict[bytes, int] = OrderedDict()
         self.floor_ms = 0
@@ -186,14 +191,15 @@ class ReplayGuard:
         last = self._last.get(sender)
         if last is not None:
             last_ts, received_at = last
-            if now_ms - received_at <= self.window_ms and ts <= last_ts:
+            if now_ms - received_at <= self.window_ms and ts <= last_ts - self.reorder_ms:
                 raise StaleStanza("decreasing")
 
     def record(self, sender: str, timestamp: datetime, digest: bytes, *, now: datetime) -> None:
         """Remember an admitted stanza."""
         ts = _to_ms(timestamp)
         now_ms = _to_ms(now)
-        self._last[sender] = (ts, now_ms)
+        held = self._last.get(sender)
+        self._last[sender] = (max(ts, held[0]) if held else ts, now_ms)
         self._seen[digest] = ts
         self._expire(now_ms)
 

@@ -318,7 +318,7 @@ class TestInbound(ObjEncTestCase):
         self.recv(self.alice_seals(CHAT_TO_TESTER.format(body="f"), timestamp=future))
         self.recv(self.alice_seals(CHAT_TO_TESTER.format(body="a"), timestamp=NOW))
         self.recv(
-            self.alice_seals(CHAT_TO_TESTER.format(body="b"), timestamp=NOW - timedelta(seconds=1))
+            self.alice_seals(CHAT_TO_TESTER.format(body="b"), timestamp=NOW - timedelta(minutes=3))
         )
         assert [m["body"] for m in self.events["message"]] == ["a"]
         reasons = [e.reason for e in self.events["objenc_bad_timestamp"]]

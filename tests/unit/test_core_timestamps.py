@@ -554,3 +554,17 @@ def test_flooding_the_cache_cannot_reopen_a_replay():
     restored.restore(guard.state())
     with pytest.raises(StaleStanza):
         restored.check("alice@x/r2", now - timedelta(seconds=30), b"victim", now=now)
+
+
+def test_reorder_tolerance_accepts_a_late_resend_but_not_a_copy():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    guard = ReplayGuard(reorder=timedelta(minutes=2))
+    guard.admit("a@x/r", now - timedelta(seconds=10), b"late", now=now - timedelta(seconds=10))
+    guard.admit("a@x/r", now, b"new", now=now)
+    guard.admit("a@x/r", now - timedelta(seconds=5), b"resent", now=now)  # out of order: fine
+    with pytest.raises(StaleStanza) as info:
+        guard.check("a@x/r", now - timedelta(seconds=5), b"resent", now=now)
+    assert info.value.reason == "replay"
+    with pytest.raises(StaleStanza) as info:
+        guard.check("a@x/r", now - timedelta(minutes=3), b"older", now=now)
+    assert info.value.reason == "decreasing"

@@ -127,3 +127,14 @@ def test_commitment_binds_both_fingerprints() -> None:
     nonce = os.urandom(32)
     assert commitment(nonce, FP_ALICE, FP_BOB) != commitment(nonce, FP_ALICE, FP_M1)
     assert commitment(nonce, FP_ALICE, FP_BOB) != commitment(nonce, FP_BOB, FP_ALICE)
+
+
+def test_device_policy() -> None:
+    from slixmpp_objenc.core.trust import Observation, classify_publication
+
+    assert classify_publication({}, {"a", "b"}, "b") is Observation.FIRST
+    assert classify_publication({"a": "tofu"}, {"a", "b"}, "b") is Observation.ADDED
+    assert classify_publication({"a": "tofu"}, {"b"}, "b") is Observation.CHANGED  # replaced
+    assert classify_publication({"a": "verified"}, {"a", "b"}, "b") is Observation.CHANGED
+    assert classify_publication({"a": "revoked"}, {"b"}, "b") is Observation.CHANGED
+    assert classify_publication({"a": "tofu"}, {"a"}, "a") is Observation.KNOWN
