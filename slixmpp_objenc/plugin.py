@@ -118,6 +118,8 @@ _OUTER_ID_MEMORY = 4096
 _MAX_OWN_KEYS_TRIED = 3
 _NEGATIVE_DISCOVERY_SECONDS = 300.0
 _STICKY_RETRY_SECONDS = 10.0
+_MAX_SAS_SESSIONS = 64
+_MAX_MISSES = 10_000
 _REORDER_TOLERANCE = timedelta(minutes=2)
 """Out-of-order stanzas (XEP-0198 resends after newer ones) up to this much older pass."""
 _LAST_SENT = "last-sent-timestamp"
@@ -601,7 +603,7 @@ class ObjEnc(BasePlugin):
             )
         except (IqError, IqTimeout) as exc:
             log.info("objenc: no certificates for %s over PEP (%s)", bare, exc)
-            self._no_certificates[bare] = time.monotonic()
+            self._remember_miss(bare)
             return
         items = result["pubsub"]["items"]
         await self._reconcile(bare, [item.xml for item in items], complete=True)
@@ -667,7 +669,13 @@ class ObjEnc(BasePlugin):
                     log.info("objenc: %s no longer publishes %s", bare, record.fingerprint)
                     await self.keyring.set_trust(bare, record.fingerprint, TrustState.REVOKED)
         if not published:
-            self._no_certificates[bare] = time.monotonic()
+            self._remember_miss(bare)
+
+    def _remember_miss(self, bare: str) -> None:
+        self._no_certificates.pop(bare, None)
+        self._no_certificates[bare] = time.monotonic()
+        while len(self._no_certificates) > _MAX_MISSES:
+            del self._no_certificates[next(iter(self._no_certificates))]
 
     # -- outbound ----------------------------------------------------------
 
@@ -1318,6 +1326,10 @@ class ObjEnc(BasePlugin):
                 record = self.keyring.record(iq["from"].bare, claimed)
                 if record is None or not record.trust.usable or sid in self._sas:
                     raise VerificationError("unknown certificate or session")
+                while len(self._sas) >= _MAX_SAS_SESSIONS:  # bounded: oldest dropped
+                    oldest = next(iter(self._sas))
+                    self._sas.pop(oldest, None)
+                    self._sas_peers.pop(oldest, None)
                 responder = SasResponder(self.fingerprint, claimed, self._random_bytes)
                 reply["objenc_sas"]["cert"] = self.fingerprint
                 reply["objenc_sas"]["nonce"] = _b64(
