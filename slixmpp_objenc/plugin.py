@@ -119,6 +119,7 @@ _MAX_OWN_KEYS_TRIED = 3
 _NEGATIVE_DISCOVERY_SECONDS = 300.0
 _STICKY_RETRY_SECONDS = 10.0
 _MAX_SAS_SESSIONS = 64
+_MAX_PARKED = 1000
 _MAX_MISSES = 10_000
 _REORDER_TOLERANCE = timedelta(minutes=2)
 """Out-of-order stanzas (XEP-0198 resends after newer ones) up to this much older pass."""
@@ -903,6 +904,8 @@ class ObjEnc(BasePlugin):
     def _receive_unsafe(self, stanza: StanzaBase) -> StanzaBase | None:
         if not isinstance(stanza, Message | Iq | Presence):
             return stanza
+        if stanza.xml in self._info:
+            return stanza  # ours: decrypted already, now being dispatched
         xml = stanza.xml
         kind_type = xml.get("type", "")
         if kind_type == "error":
@@ -917,6 +920,12 @@ class ObjEnc(BasePlugin):
         if isinstance(stanza, Message) and kind_type == "groupchat":
             return stanza  # not ours to open: groupchat is never encrypted by this protocol
         if not self._ready.is_set():
+            if len(self._parked) >= _MAX_PARKED:
+                log.warning("objenc: too many stanzas before our keys loaded; dropping one")
+                self.xmpp.event(
+                    "objenc_decryption_failed", DecryptionFailedEvent(stanza, "undecryptable")
+                )
+                return None
             self._parked.append(stanza)  # opened once the keys are loaded
             return None
         sender = stanza["from"] if stanza["from"] else JID(self.xmpp.boundjid.bare)
@@ -1010,7 +1019,10 @@ class ObjEnc(BasePlugin):
             return stanza  # another archive (e.g. a room's): not ours to open
         e2e = message.find(_E2E_TAG)
         if e2e is None:
-            return stanza
+            if kind != "archive" and self._forwarded_plaintext_refused(message, kind):
+                self.xmpp.event("objenc_plaintext_refused", stanza)
+                return None
+            return stanza  # history may hold plaintext from before; live copies may not
         archived = kind == "archive"
 
         def fail(reason: str) -> StanzaBase | None:
@@ -1080,6 +1092,19 @@ class ObjEnc(BasePlugin):
         rebuilt: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins
         self.xmpp.event("objenc_decrypted", rebuilt)
         return rebuilt
+
+    def _forwarded_plaintext_refused(self, message: ET.Element, kind: str) -> bool:
+        """A plaintext carbon of a conversation with a contact known to encrypt is
+        refused like the plaintext itself: the server could have made it up."""
+        if not self.config.get("refuse_plaintext", True):
+            return False
+        if message.get("type", "") not in _ENCRYPTED_MESSAGE_TYPES:
+            return False
+        try:
+            contact = JID(message.get("to" if kind == "sent" else "from", ""))
+        except Exception:
+            return True
+        return bool(contact.bare) and self.keyring.sticky(contact.bare)
 
     async def fetch_archive(
         self,

@@ -43,7 +43,6 @@ class Key(_TextValue):
     name = "key"
     namespace = NS_OBJENC
     plugin_attrib = "key"
-    plugin_multi_attrib = "keys"
     interfaces: ClassVar[set[str]] = {"cipher-algo", "cert-sha256", "value"}
 
 
@@ -66,12 +65,41 @@ class Plain(_TextValue):
 
 
 class E2E(ElementBase):
-    """``<e2e/>``: the encrypted payload of a message, iq or presence."""
+    """``<e2e/>``: the encrypted payload of a message, iq or presence.
+
+    Its ``<key/>`` and ``<data/>`` children are wrapped on access only
+    (:meth:`key_elements`, :meth:`data_element`), not registered as
+    sub-plugins: an incoming stanza with thousands of children must cost no
+    more to receive than any other.
+    """
 
     name = "e2e"
     namespace = NS_OBJENC
     plugin_attrib = "e2e"
     interfaces: ClassVar[set[str]] = set()
+
+    def key_elements(self) -> list[Key]:
+        """The ``<key/>`` children, wrapped."""
+        return [Key(xml=k, parent=self) for k in self.xml.findall(f"{{{NS_OBJENC}}}key")]
+
+    def data_element(self) -> Data:
+        """The ``<data/>`` child, wrapped; created if missing."""
+        existing = self.xml.find(f"{{{NS_OBJENC}}}data")
+        if existing is not None:
+            return Data(xml=existing, parent=self)
+        return Data(parent=self)
+
+    def add_key(self, cipher_algo: str, value: str, cert_sha256: str | None = None) -> Key:
+        """Append a ``<key/>`` (before ``<data/>``, as the schema orders them)."""
+        key = Key()
+        key["cipher-algo"] = cipher_algo
+        if cert_sha256:
+            key["cert-sha256"] = cert_sha256
+        key["value"] = value
+        data = self.xml.find(f"{{{NS_OBJENC}}}data")
+        position = list(self.xml).index(data) if data is not None else len(self.xml)
+        self.xml.insert(position, key.xml)
+        return key
 
 
 class DecryptionFailed(ElementBase):
@@ -94,8 +122,6 @@ class BadTimestamp(ElementBase):
 
 def register_stanza_plugins() -> None:
     """Attach the classes to slixmpp's stanzas (idempotent)."""
-    register_stanza_plugin(E2E, Key, iterable=True)
-    register_stanza_plugin(E2E, Data)
     for stanza in (Message, Iq, Presence):
         register_stanza_plugin(stanza, E2E)
     register_stanza_plugin(Error, DecryptionFailed)

@@ -153,13 +153,16 @@ def seal(
     return e2e
 
 
-def envelope_size(e2e: ET.Element) -> int:
-    """Characters of text and attributes in an ``<e2e/>``: cheap, before any crypto."""
+def envelope_size(e2e: ET.Element, limit: int | None = None) -> int:
+    """Characters of element names, text and attributes in an ``<e2e/>``: cheap,
+    before any crypto; stops counting once past ``limit``."""
     total = 0
     for element in e2e.iter():
-        total += len(element.text or "") + len(element.tail or "")
-        for name, value in element.attrib.items():
+        total += len(element.tag) + len(element.text or "") + len(element.tail or "")
+        for name, value in element.items():  # .items() builds no attrib dict
             total += len(name) + len(value)
+        if limit is not None and total > limit:
+            break
     return total
 
 
@@ -178,8 +181,11 @@ def open_envelope(
     """
     try:
         return _open(e2e, private_key, key_id, max_size)
-    except Exception:  # every failure looks the same from outside, context included
-        raise InvalidEnvelope() from None
+    except Exception:  # noqa: S110 - every failure looks the same from outside...
+        pass
+    # ...raised here, outside the handler, so no context (and no frame holding
+    # the session key or the decrypted bytes) travels with it.
+    raise InvalidEnvelope()
 
 
 def _unwrap(e2e: ET.Element, private_key: rsa.RSAPrivateKey, key_id: str | None) -> bytes:
@@ -205,7 +211,7 @@ def _unwrap(e2e: ET.Element, private_key: rsa.RSAPrivateKey, key_id: str | None)
 def _open(
     e2e: ET.Element, private_key: rsa.RSAPrivateKey, key_id: str | None, max_size: int
 ) -> OpenedEnvelope:
-    if e2e.tag != _E2E or envelope_size(e2e) > max_size:
+    if e2e.tag != _E2E or envelope_size(e2e, max_size) > max_size:
         raise InvalidEnvelope()
     data_elements = e2e.findall(_DATA)
     if len(data_elements) != 1:

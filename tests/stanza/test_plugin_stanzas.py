@@ -560,10 +560,11 @@ class TestStanzaClasses(SlixTest):
         key = slixmpp_objenc.Key()
         key["cipher-algo"] = "RSAES-OAEP-SHA-256-MFG1"
         key["value"] = "AAAA"
-        msg["e2e"].append(key)
-        msg["e2e"]["data"]["cipher-algo"] = "AES-128-CBC-PKCS5-WITH-IV"
-        msg["e2e"]["data"]["mac-hash"] = "BBBB"
-        msg["e2e"]["data"]["value"] = "CCCC"
+        data = msg["e2e"].data_element()
+        data["cipher-algo"] = "AES-128-CBC-PKCS5-WITH-IV"
+        data["mac-hash"] = "BBBB"
+        data["value"] = "CCCC"
+        msg["e2e"].add_key(key["cipher-algo"], key["value"])
         self.check(
             msg,
             """<message>
@@ -572,8 +573,9 @@ class TestStanzaClasses(SlixTest):
                    <data cipher-algo="AES-128-CBC-PKCS5-WITH-IV" mac-hash="BBBB">CCCC</data>
                  </e2e>
                </message>""",
+            use_values=False,
         )
-        assert [k["value"] for k in msg["e2e"]["keys"]] == ["AAAA"]
+        assert [k["value"] for k in msg["e2e"].key_elements()] == ["AAAA"]
 
     def test_error_conditions(self) -> None:
         from slixmpp import Message
