@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from objenc_peers import befriend, queue_of, tap
 from slixmpp import ClientXMPP
 from slixmpp.xmlstream import StanzaBase, tostring
 
@@ -44,46 +45,6 @@ async def connect(
     return client
 
 
-async def befriend(a: ClientXMPP, b: ClientXMPP) -> None:
-    """Mutual presence subscription (PEP's 'presence' access model needs it)."""
-    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
-    for _ in range(200):
-        if (
-            a.client_roster[b.boundjid.bare]["subscription"] == "both"
-            and b.client_roster[a.boundjid.bare]["subscription"] == "both"
-        ):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("subscriptions did not complete")
-
-
-def queue_of(client: ClientXMPP, event: str) -> asyncio.Queue[Any]:
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    client.add_event_handler(event, queue.put_nowait)
-    return queue
-
-
-def tap(client: ClientXMPP) -> tuple[list[str], list[str]]:
-    """Record every stanza a client sends (after encryption) and receives (before)."""
-    sent: list[str] = []
-    received: list[str] = []
-
-    def out(stanza: StanzaBase) -> StanzaBase:
-        sent.append(str(stanza))
-        return stanza
-
-    def incoming(stanza: StanzaBase) -> StanzaBase:
-        received.append(str(stanza))
-        return stanza
-
-    plugin = client.plugin["objenc"]
-    client.add_filter("out_sce", out)
-    client.del_filter("in", plugin._receive)
-    client.add_filter("in", incoming)
-    client.add_filter("in", plugin._receive)
-    return sent, received
-
-
 async def test_first_contact_restart_and_substituted_key(
     connect_client: Connector, account: Any, tmp_path: Path
 ) -> None:
@@ -99,7 +60,8 @@ async def test_first_contact_restart_and_substituted_key(
 
     # first contact: nothing configured, certificates found over PEP
     bob_messages = queue_of(bob, "message")
-    sent, received = tap(alice)
+    wire = tap(alice)
+    sent, received = wire.sent, wire.received
     alice.send_message(mto=bob_jid, mbody="first contact, encrypted", mtype="chat")
     msg = await asyncio.wait_for(bob_messages.get(), WAIT)
     assert msg["body"] == "first contact, encrypted"
@@ -170,7 +132,7 @@ async def test_sticky_encryption_refuses_plaintext(
     plugin.add_peer_certificate(carol.certificate_pem())
     await plugin.set_trust(carol_jid, carol.fingerprint, TrustState.REVOKED)
     failed = queue_of(alice, "objenc_encryption_failed")
-    sent, _ = tap(alice)
+    sent = tap(alice).sent
     alice.send_message(mto=carol_jid, mbody="never in the clear", mtype="chat")
     event = await asyncio.wait_for(failed.get(), WAIT)
     assert isinstance(event.error, EncryptionError)
