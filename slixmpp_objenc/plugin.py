@@ -267,6 +267,9 @@ class ObjEnc(BasePlugin):
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pep_interest = False
+        self._persisted_floor = 0
+        self._last_sent: datetime | None = None
+        self._stored_last_sent: datetime | None = None
 
         self.xmpp.add_filter("out", self._plan_outbound)
         self.xmpp.add_filter("out_sce", self._seal_outbound)
@@ -335,6 +338,8 @@ class ObjEnc(BasePlugin):
 
     async def close(self) -> None:
         """Flush pending writes and close the store (call before exiting)."""
+        if self._last_sent is not None:
+            self._persist_last_sent(self._last_sent, force=True)
         await self.flush()
         await self.storage.close()
 
@@ -361,6 +366,16 @@ class ObjEnc(BasePlugin):
                 log.exception("objenc: a write to the store failed")
             finally:
                 self._writes.task_done()
+
+    def _persist_last_sent(self, timestamp: datetime, *, force: bool = False) -> None:
+        """Keep the sending clock monotonic across restarts without a write per
+        stanza: stored when it moved a second past the stored value (and on close)."""
+        self._last_sent = timestamp
+        stored = self._stored_last_sent
+        if force or stored is None or (timestamp - stored).total_seconds() >= 1.0:
+            self._stored_last_sent = timestamp
+            text = format_timestamp(timestamp)
+            self._persist(lambda: self.storage.set_setting(_LAST_SENT, text))
 
     def _identity_from_config(self) -> Identity | None:
         configured = self.config.get("identity")
@@ -414,9 +429,13 @@ class ObjEnc(BasePlugin):
             floor = await self.storage.get_setting(_REPLAY_FLOOR)
             if floor:
                 self.replay_guard.floor_ms = max(self.replay_guard.floor_ms, int(floor))
+            self._persisted_floor = self.replay_guard.floor_ms
             last = await self.storage.get_setting(_LAST_SENT)
             if last:
-                self._timestamps = TimestampSource(self._clock, last=parse_timestamp(last))
+                # up to a second of sending may not have been stored: start past it
+                resume = parse_timestamp(last) + timedelta(seconds=1)
+                self._timestamps = TimestampSource(self._clock, last=resume)
+                self._stored_last_sent = resume
         except Exception as exc:
             log.exception("objenc: cannot load keys; encryption is unavailable (fail closed)")
             self._load_error = exc
@@ -866,7 +885,7 @@ class ObjEnc(BasePlugin):
             random_bytes=self._random_bytes,
             pad_to=int(self.config.get("padding", 64) or 0),
         )
-        self._persist(lambda: self.storage.set_setting(_LAST_SENT, format_timestamp(timestamp)))
+        self._persist_last_sent(timestamp)
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         hints = [copy.copy(child) for child in xml if child.tag.startswith(f"{{{NS_HINTS}}}")]
@@ -960,7 +979,9 @@ class ObjEnc(BasePlugin):
             )
         )
         floor = self.replay_guard.floor_ms
-        self._persist(lambda: self.storage.set_setting(_REPLAY_FLOOR, str(floor)))
+        if floor != self._persisted_floor:  # changes only when a digest is forgotten
+            self._persisted_floor = floor
+            self._persist(lambda: self.storage.set_setting(_REPLAY_FLOOR, str(floor)))
         inner_id = inner.get("id")
         if inner_id:  # answers to it must be encrypted (or, for errors, empty)
             self._answerable[(sender.full, inner_id)] = None
