@@ -254,7 +254,9 @@ class ObjEnc(BasePlugin):
         )
         self._outer_ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._answerable: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._sealed: weakref.WeakKeyDictionary[ET.Element, str] = weakref.WeakKeyDictionary()
+        self._sealed: weakref.WeakKeyDictionary[ET.Element, tuple[Any, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._archive_errors: weakref.WeakKeyDictionary[ET.Element, str] = (
             weakref.WeakKeyDictionary()
         )
@@ -267,6 +269,7 @@ class ObjEnc(BasePlugin):
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pep_interest = False
+        self._writer_task: asyncio.Future[None] | None = None
         self._persisted_floor = 0
         self._last_sent: datetime | None = None
         self._stored_last_sent: datetime | None = None
@@ -294,7 +297,7 @@ class ObjEnc(BasePlugin):
             self.xmpp.plugin["xep_0060"].map_node_event(NODE_CERTS, "objenc_certs")
 
     def plugin_end(self) -> None:
-        self.xmpp.del_filter("out", self._plan_outbound)  # type: ignore[arg-type]
+        self.xmpp.del_filter("out", self._plan_outbound)
         self.xmpp.del_filter("out_sce", self._seal_outbound)
         self.xmpp.del_filter("in", self._receive)
         self.xmpp.del_event_handler("session_bind", self._on_session_bind)
@@ -351,11 +354,12 @@ class ObjEnc(BasePlugin):
     def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
         """Write-behind, in order: the stanza path never waits for storage."""
         self._writes.put_nowait(write)
-        if not any(getattr(t, "_objenc_writer", False) for t in self._tasks):
-            task = asyncio.ensure_future(self._writer(), loop=self.xmpp.loop)
-            task._objenc_writer = True  # type: ignore[attr-defined]
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        writer = self._writer_task
+        if writer is None or writer.done():
+            writer = asyncio.ensure_future(self._writer(), loop=self.xmpp.loop)
+            self._writer_task = writer
+            self._tasks.add(writer)
+            writer.add_done_callback(self._tasks.discard)
 
     async def _writer(self) -> None:
         while not self._writes.empty():
@@ -738,9 +742,12 @@ class ObjEnc(BasePlugin):
         rooms = getattr(muc, "rooms", None) if muc is not None else None
         return bool(rooms) and jid.bare in rooms  # type: ignore[operator]
 
-    async def _plan_outbound(self, stanza: StanzaBase) -> StanzaBase | None:
-        """'out' stage, before XEP-0198 queues the stanza: decide; wait for keys,
-        discovery or a held key change; drop what must not go in the clear."""
+    def _plan_outbound(self, stanza: StanzaBase) -> StanzaBase | None:
+        """'out' stage, before XEP-0198 queues the stanza: decide, and drop what must
+        not go in the clear. Never waits: a stanza that needs our keys loaded, a
+        contact's certificates fetched, or a key change decided leaves the queue
+        and is sent again once that is done (the fetch itself must not queue
+        behind it)."""
         if not isinstance(stanza, Message | Iq | Presence):
             return stanza
         answer_key = (str(stanza["to"]), stanza.xml.get("id", ""))
@@ -753,7 +760,7 @@ class ObjEnc(BasePlugin):
         if e2e is not None:
             snapshot = self._sealed.get(stanza.xml)
             if snapshot is not None:
-                changed = tostring(stanza.xml) != snapshot
+                changed = _children_snapshot(stanza.xml) != snapshot
             else:
                 changed = any(
                     c is not e2e
@@ -771,14 +778,13 @@ class ObjEnc(BasePlugin):
                 self._refuse(stanza, EncryptionError("an answer to an encrypted stanza"))
                 return None
             return stanza
-        try:
-            await self._ready.wait()
-            if self._load_error is not None:
-                raise EncryptionError(f"keys could not be loaded: {self._load_error}")
-            recipients = await self._resolve(bare)
-        except Exception as exc:
-            self._refuse(stanza, exc)
+        if self._must_wait(bare):
+            self._spawn(self._send_when_resolved(stanza, bare))
             return None
+        if self._load_error is not None:
+            self._refuse(stanza, EncryptionError(f"keys could not be loaded: {self._load_error}"))
+            return None
+        recipients = self.keyring.usable(bare, self._clock())
         if recipients:
             self._pending[stanza.xml] = self._with_own_devices(recipients)
             return stanza
@@ -792,6 +798,38 @@ class ObjEnc(BasePlugin):
             )
             return None
         return stanza
+
+    def _must_wait(self, bare: str) -> bool:
+        if not self._ready.is_set():
+            return True
+        if self._load_error is not None:
+            return False
+        if self.keyring.pending(bare) and self.config.get("hold_on_key_change", True):
+            return True
+        return not self.keyring.records(bare) and self._would_discover(bare)
+
+    def _would_discover(self, bare: str) -> bool:
+        if not self.config.get("pep", True):
+            return False
+        missed = self._no_certificates.get(bare)
+        remember = (
+            _STICKY_RETRY_SECONDS if self.keyring.sticky(bare) else _NEGATIVE_DISCOVERY_SECONDS
+        )
+        return missed is None or time.monotonic() - missed >= remember
+
+    async def _send_when_resolved(self, stanza: StanzaBase, bare: str) -> None:
+        """Wait for keys, discovery or a held key change, then send ``stanza`` again
+        through every filter (it is decided afresh)."""
+        try:
+            await self._ready.wait()
+            if self._load_error is None:
+                await self._resolve(bare)
+        except Exception as exc:
+            self._refuse(stanza, exc)
+            return
+        if not self.keyring.records(bare) and self._would_discover(bare):
+            self._remember_miss(bare)  # discovery could not run: do not loop
+        self.xmpp.send(stanza)
 
     async def _resolve(self, bare: str) -> list[PeerCertificate]:
         """The contact's usable certificates (after discovery and any hold); empty
@@ -905,7 +943,7 @@ class ObjEnc(BasePlugin):
             fallback = self.config.get("fallback_body")
             if has_body and fallback:  # ...and show an honest notice, not the message
                 ET.SubElement(xml, _BODY_TAG).text = str(fallback)
-        self._sealed[xml] = tostring(xml)
+        self._sealed[xml] = _children_snapshot(xml)
         self._outer_ids[outer_id] = (inner_id, str(stanza["to"]))
         while len(self._outer_ids) > _OUTER_ID_MEMORY:
             self._outer_ids.popitem(last=False)
@@ -1439,6 +1477,12 @@ def _normal_type(kind: str, value: str) -> str:
     if kind == "presence" and value == "":
         return "available"
     return value
+
+
+def _children_snapshot(xml: ET.Element) -> tuple[Any, ...]:
+    """What a sealed stanza looked like: its children, their texts and attributes
+    (cheap: no serialization), so a changed object sent again is caught."""
+    return tuple((id(c), c.tag, c.text, tuple(c.items()), len(c)) for c in xml)
 
 
 def _strip_error(stanza: StanzaBase) -> None:

@@ -40,10 +40,15 @@ class PepTestCase(SlixTest):
         self.stream_close()
 
     def next_sent(self) -> ET.Element | None:
-        self.wait_for_send_queue()
-        self.wait_()
-        raw = self.xmpp.socket.next_sent(timeout=0.5)
-        return None if raw is None else ET.fromstring(raw)
+        # A stanza may leave the queue and come back once discovery is done, and
+        # the mock stream runs its send queue only when asked: ask a few times.
+        for _ in range(4):
+            self.wait_for_send_queue()
+            self.wait_()
+            raw = self.xmpp.socket.next_sent(timeout=0.1)
+            if raw is not None:
+                return ET.fromstring(raw)
+        return None
 
     def items_result(self, iq_id: str, *certificates: bytes) -> str:
         items = "".join(
