@@ -1246,16 +1246,19 @@ class ObjEnc(BasePlugin):
         return None
 
     def _delay_stamp(self, stanza: StanzaBase) -> datetime | None:
-        """The XEP-0203 stamp, only when our own server added it (offline storage)."""
-        delay = stanza.xml.find(_DELAY_TAG)
-        if delay is None:
-            return None
-        try:
-            if JID(delay.get("from", "")).bare != self.xmpp.boundjid.domain:
-                return None
-            return parse_timestamp(delay.get("stamp", ""), utc_only=False)
-        except Exception:  # malformed or out-of-range: not a usable stamp
-            return None
+        """The XEP-0203 stamp our own server added (offline storage stamps from our
+        domain, stream-management hibernation from our bare JID); with several,
+        the earliest: when our server first received the stanza."""
+        ours = {self.xmpp.boundjid.domain, self.xmpp.boundjid.bare}
+        stamps = []
+        for delay in stanza.xml.findall(_DELAY_TAG):
+            try:
+                if JID(delay.get("from", "")).bare not in ours:
+                    continue
+                stamps.append(parse_timestamp(delay.get("stamp", ""), utc_only=False))
+            except Exception:  # noqa: S112 - malformed or out of range: not a usable stamp
+                continue
+        return min(stamps) if stamps else None
 
     def _matches_outer(self, outer: StanzaBase, inner: ET.Element, sender: JID) -> bool:
         """The inner stanza must repeat the outer kind, type and addressing."""
