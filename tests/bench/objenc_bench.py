@@ -215,7 +215,7 @@ class PluginPair:
     async def send_wire(self, body: str) -> str:
         """Alice's outbound path up to the bytes slixmpp writes to the socket."""
         msg = self.alice.make_message(mto=BOB_FULL, mbody=body, mtype="chat")
-        planned = await self.a._plan_outbound(msg)
+        planned = self.a._plan_outbound(msg)
         sealed = self.a._seal_outbound(planned)
         if sealed is None:
             raise AssertionError("the plugin refused to send")

@@ -149,7 +149,7 @@ async def direct_costs(identities: Identities, settings: Settings) -> dict[str, 
         for size, length in SIZES.items():
             body = body_text(length)
             msg = pair.alice.make_message(mto=BOB_FULL, mbody=body, mtype="chat")
-            sealed = pair.a._seal_outbound(await pair.a._plan_outbound(msg))
+            sealed = pair.a._seal_outbound(pair.a._plan_outbound(msg))
             assert sealed is not None
             await pair.flush()
             outer = sealed.xml
