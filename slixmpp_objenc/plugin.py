@@ -439,6 +439,8 @@ class ObjEnc(BasePlugin):
                 # up to a second of sending may not have been stored: start past it
                 resume = parse_timestamp(last) + timedelta(seconds=1)
                 self._timestamps = TimestampSource(self._clock, last=resume)
+                # on disk before anything is sent: a second crash resumes past it
+                await self.storage.set_setting(_LAST_SENT, format_timestamp(resume))
                 self._stored_last_sent = resume
         except Exception as exc:
             log.exception("objenc: cannot load keys; encryption is unavailable (fail closed)")
