@@ -270,6 +270,7 @@ class ObjEnc(BasePlugin):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pep_interest = False
         self._writer_task: asyncio.Future[None] | None = None
+        self._own_peer: PeerCertificate | None = None
         self._persisted_floor = 0
         self._last_sent: datetime | None = None
         self._stored_last_sent: datetime | None = None
@@ -459,6 +460,7 @@ class ObjEnc(BasePlugin):
             own = validate_peer_certificate(identity.certificate, now=self._clock())
         except CertificateError as exc:
             raise EncryptionError(f"our own certificate is unusable: {exc}") from exc
+        self._own_peer = own
         bare = self.xmpp.boundjid.bare
         if bare and JID(bare).bare not in {JID(j).bare for j in own.jids}:
             raise EncryptionError(f"our certificate does not name {bare}")
@@ -859,15 +861,9 @@ class ObjEnc(BasePlugin):
         return list(result.values())
 
     def _own_certificate(self) -> PeerCertificate | None:
-        identity = self.identity
-        cached = getattr(self, "_own_peer", None)
-        if cached is None or cached.fingerprint != identity.fingerprint:
-            try:
-                cached = validate_peer_certificate(identity.certificate, now=self._clock())
-            except CertificateError:
-                return None
-            self._own_peer = cached
-        return cached
+        """Our own certificate as a recipient; validated by ``_check_own_identity``."""
+        own = self._own_peer
+        return own if own is not None and own.fingerprint == self.identity.fingerprint else None
 
     def _release_hold(self, bare: str) -> None:
         hold = self._holds.get(bare)
@@ -1033,10 +1029,25 @@ class ObjEnc(BasePlugin):
             key, value = self.keyring.require_now(sender.bare)
             self._persist(lambda: self.storage.set_setting(key, value))
 
-        records = self.keyring.records(sender.bare)
+        self._info[delivered.xml] = self._encryption_info(
+            envelope, recipient_fingerprint, sender.bare, delay
+        )
+        self.xmpp.event("objenc_decrypted", delivered)
+        return delivered
+
+    def _encryption_info(
+        self,
+        envelope: OpenedEnvelope,
+        recipient_fingerprint: str,
+        sender_bare: str | None,
+        delay: datetime | None,
+    ) -> EncryptionInfo:
+        """What ``encryption_info()`` reports; the sender's certificate is the one we
+        hold for it (a usable one first), or none for our own sent messages."""
+        records = self.keyring.records(sender_bare) if sender_bare else []
         ranked = [r for r in records if r.trust.usable] + records
         best = ranked[0] if ranked else None
-        self._info[delivered.xml] = EncryptionInfo(
+        return EncryptionInfo(
             timestamp=envelope.timestamp,
             cipher=envelope.cipher,
             recipient_fingerprint=recipient_fingerprint,
@@ -1044,8 +1055,6 @@ class ObjEnc(BasePlugin):
             delay=delay,
             sender_trust=best.trust if best else None,
         )
-        self.xmpp.event("objenc_decrypted", delivered)
-        return delivered
 
     def _forwarded(self, stanza: StanzaBase) -> tuple[str, ET.Element, ET.Element] | None:
         """A carbon (XEP-0280) or archive result (XEP-0313) and the message it forwards."""
@@ -1138,17 +1147,8 @@ class ObjEnc(BasePlugin):
                 inner.set(attribute, value)
         forwarded.remove(message)
         forwarded.append(inner)
-        peer_bare = to.bare if outgoing else sender.bare
-        records = self.keyring.records(peer_bare) if not outgoing else []
-        ranked = [r for r in records if r.trust.usable] + records
-        best = ranked[0] if ranked else None
-        self._info[inner] = EncryptionInfo(
-            timestamp=envelope.timestamp,
-            cipher=envelope.cipher,
-            recipient_fingerprint=recipient_fingerprint,
-            sender_fingerprint=best.fingerprint if best else None,
-            delay=stamp,
-            sender_trust=best.trust if best else None,
+        self._info[inner] = self._encryption_info(
+            envelope, recipient_fingerprint, None if outgoing else sender.bare, stamp
         )
         rebuilt: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins
         self.xmpp.event("objenc_decrypted", rebuilt)
@@ -1501,9 +1501,7 @@ def _strip_error(stanza: StanzaBase) -> None:
         for child in list(error):
             if child.tag == qname(NS_STANZAS, "text"):
                 error.remove(child)
-    stanza.plugins.clear()
-    stanza.loaded_plugins.clear()
-    stanza.iterables.clear()
+    _forget_plugins(stanza)
 
 
 def _scrub(stanza: StanzaBase) -> None:
@@ -1512,6 +1510,11 @@ def _scrub(stanza: StanzaBase) -> None:
     for child in list(xml):
         xml.remove(child)
     xml.text = None
+    _forget_plugins(stanza)
+
+
+def _forget_plugins(stanza: StanzaBase) -> None:
+    """Drop slixmpp's cached sub-stanza objects after we changed the XML under them."""
     stanza.plugins.clear()
     stanza.loaded_plugins.clear()
     stanza.iterables.clear()

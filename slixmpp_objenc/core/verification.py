@@ -100,8 +100,8 @@ class _Stage(Enum):
     DONE = "done"
 
 
-class SasInitiator:
-    """The side that starts: commit, receive the responder's nonce, reveal."""
+class _SasParty:
+    """What both sides hold: the fingerprints as this side sees them, its nonce."""
 
     def __init__(
         self,
@@ -115,6 +115,10 @@ class SasInitiator:
         _check_nonce(self._nonce)
         self._stage = _Stage.START
         self.sas: str | None = None
+
+
+class SasInitiator(_SasParty):
+    """The side that starts: commit, receive the responder's nonce, reveal."""
 
     def commit(self) -> bytes:
         """Message 1: the commitment to our nonce."""
@@ -135,22 +139,10 @@ class SasInitiator:
         return self._nonce
 
 
-class SasResponder:
+class SasResponder(_SasParty):
     """The side that answers: store the commitment, send a nonce, check the reveal."""
 
-    def __init__(
-        self,
-        own_fingerprint: str,
-        peer_fingerprint: str,
-        random_bytes: Callable[[int], bytes] = os.urandom,
-    ) -> None:
-        self.own_fingerprint = own_fingerprint
-        self.peer_fingerprint = peer_fingerprint
-        self._nonce = random_bytes(NONCE_LENGTH)
-        _check_nonce(self._nonce)
-        self._commitment: bytes | None = None
-        self._stage = _Stage.START
-        self.sas: str | None = None
+    _commitment: bytes | None = None
 
     def receive_commit(self, commit: bytes) -> bytes:
         """Message 1 in, message 2 out: our nonce."""
