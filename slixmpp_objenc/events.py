@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .store.base import TrustState
+from .core.trust import TrustState
 
 __all__ = [
     "ArchivedMessage",

@@ -23,6 +23,7 @@ __all__ = [
     "check_archived",
     "format_timestamp",
     "parse_timestamp",
+    "to_ms",
     "utcnow",
 ]
 
@@ -39,7 +40,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _to_ms(value: datetime) -> int:
+def to_ms(value: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime (the unit of stored timestamps)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime; use an aware UTC datetime")
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
@@ -52,7 +54,7 @@ def _from_ms(ms: int) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 UTC with ``Z`` and exactly three fraction digits."""
-    utc = _from_ms(_to_ms(value))
+    utc = _from_ms(to_ms(value))
     return (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
         f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
@@ -78,7 +80,7 @@ def parse_timestamp(text: str, *, utc_only: bool = True) -> datetime:
         sign = 1 if zone[0] == "+" else -1
         offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
         base -= sign * offset
-    return _from_ms(_to_ms(base))
+    return _from_ms(to_ms(base))
 
 
 class TimestampSource:
@@ -90,7 +92,7 @@ class TimestampSource:
 
     def __init__(self, clock: Clock = utcnow, *, last: datetime | None = None) -> None:
         self._clock = clock
-        self._last_ms: int | None = _to_ms(last) if last is not None else None
+        self._last_ms: int | None = to_ms(last) if last is not None else None
 
     @property
     def last(self) -> datetime | None:
@@ -99,7 +101,7 @@ class TimestampSource:
 
     def next(self) -> datetime:
         """The timestamp for the next stanza."""
-        now_ms = _to_ms(self._clock())
+        now_ms = to_ms(self._clock())
         if self._last_ms is not None and now_ms <= self._last_ms:
             now_ms = self._last_ms + 1
         self._last_ms = now_ms
@@ -170,15 +172,15 @@ class ReplayGuard:
         delay: datetime | None = None,
     ) -> None:
         """Raise :class:`StaleStanza` if the stanza must be refused; record nothing."""
-        ts = _to_ms(timestamp)
-        now_ms = _to_ms(now)
+        ts = to_ms(timestamp)
+        now_ms = to_ms(now)
         if digest in self._seen:
             raise StaleStanza("replay")
         if ts <= self.floor_ms:
             raise StaleStanza("old")
         reference = now_ms
         if delay is not None:
-            delay_ms = _to_ms(delay)
+            delay_ms = to_ms(delay)
             if delay_ms > now_ms + self.skew_ms:
                 raise StaleStanza("future")
             if delay_ms < now_ms - self.retention_ms:
@@ -196,8 +198,8 @@ class ReplayGuard:
 
     def record(self, sender: str, timestamp: datetime, digest: bytes, *, now: datetime) -> None:
         """Remember an admitted stanza."""
-        ts = _to_ms(timestamp)
-        now_ms = _to_ms(now)
+        ts = to_ms(timestamp)
+        now_ms = to_ms(now)
         held = self._last.get(sender)
         self._last[sender] = (max(ts, held[0]) if held else ts, now_ms)
         self._seen[digest] = ts
@@ -250,7 +252,7 @@ def check_archived(
 ) -> None:
     """An archived (MAM) stanza: its timestamp must be within ``skew`` of the
     archive's own delay stamp. No replay check: history is read again on purpose."""
-    ts, reference = _to_ms(timestamp), _to_ms(stamp)
+    ts, reference = to_ms(timestamp), to_ms(stamp)
     skew_ms = int(skew.total_seconds() * 1000)
     if ts > reference + skew_ms:
         raise StaleStanza("future")

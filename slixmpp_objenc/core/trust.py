@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Observation", "classify_certificate", "classify_publication"]
+__all__ = [
+    "Observation",
+    "Sighting",
+    "TrustState",
+    "classify_certificate",
+    "classify_publication",
+    "reconcile",
+]
+
+
+class TrustState(StrEnum):
+    """How far a peer certificate is trusted."""
+
+    VERIFIED = "verified"
+    """Confirmed by the user (short authentication string or fingerprint)."""
+    TOFU = "tofu"
+    """Pinned on first use: the first certificate seen for the JID."""
+    UNTRUSTED = "untrusted"
+    """Known but not to be encrypted to (e.g. a changed key awaiting a decision)."""
+    REVOKED = "revoked"
+    """Rejected for good: never encrypted to again."""
+
+    @property
+    def usable(self) -> bool:
+        """Whether stanzas may be encrypted to a certificate in this state."""
+        return self in (TrustState.VERIFIED, TrustState.TOFU)
 
 
 class Observation(StrEnum):
@@ -55,3 +81,59 @@ def classify_publication(
     if usable <= published:
         return Observation.ADDED
     return Observation.CHANGED
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One published certificate and what seeing it means."""
+
+    fingerprint: str
+    observation: Observation
+    trust: TrustState | None
+    """The state to record; ``None`` keeps the held one (``KNOWN``)."""
+    previous: tuple[str, ...]
+    """Fingerprints held before, other than this one (for the event)."""
+
+
+def reconcile(
+    held: Mapping[str, tuple[TrustState, str]],
+    published: Sequence[str],
+    own: Collection[str],
+    *,
+    trust_new_devices: bool = False,
+    complete: bool = True,
+) -> tuple[list[Sighting], list[str]]:
+    """Take in the set of certificates a JID publishes (PROTOCOL.md sections 9-10).
+
+    ``held`` maps the fingerprints held before to their (trust state, source);
+    ``published`` are the fingerprints now published, ``own`` ours (skipped).
+    Returns what to record for each published certificate and, with
+    ``complete`` (the whole node was read), the fingerprints learnt from PEP
+    that are no longer published, to revoke. A new device next to pinned
+    ones is held like a key change unless ``trust_new_devices``.
+    """
+    states = {fp: state.value for fp, (state, _source) in held.items()}
+    published_set = set(published)
+    sightings = []
+    for fingerprint in published:
+        if fingerprint in own:
+            continue  # ourselves
+        observation = classify_publication(states, published_set, fingerprint)
+        if observation is Observation.KNOWN:
+            sightings.append(Sighting(fingerprint, observation, None, ()))
+            continue
+        if observation is Observation.ADDED and not trust_new_devices:
+            observation = Observation.CHANGED  # default: a new device is a key change
+        trust = TrustState.UNTRUSTED if observation is Observation.CHANGED else TrustState.TOFU
+        previous = tuple(fp for fp in states if fp != fingerprint)
+        sightings.append(Sighting(fingerprint, observation, trust, previous))
+    revoked = []
+    if complete:
+        for fingerprint, (state, source) in held.items():
+            if (
+                source == "pep"
+                and fingerprint not in published_set
+                and state is not TrustState.REVOKED
+            ):
+                revoked.append(fingerprint)
+    return sightings, revoked

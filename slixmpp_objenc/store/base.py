@@ -10,9 +10,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import StrEnum
 
 from ..core.timestamps import ReplayGuardState
+from ..core.trust import TrustState
 
 __all__ = [
     "OwnIdentityRecord",
@@ -20,24 +20,6 @@ __all__ = [
     "Storage",
     "TrustState",
 ]
-
-
-class TrustState(StrEnum):
-    """How far a peer certificate is trusted."""
-
-    VERIFIED = "verified"
-    """Confirmed by the user (short authentication string or fingerprint)."""
-    TOFU = "tofu"
-    """Pinned on first use: the first certificate seen for the JID."""
-    UNTRUSTED = "untrusted"
-    """Known but not to be encrypted to (e.g. a changed key awaiting a decision)."""
-    REVOKED = "revoked"
-    """Rejected for good: never encrypted to again."""
-
-    @property
-    def usable(self) -> bool:
-        """Whether stanzas may be encrypted to a certificate in this state."""
-        return self in (TrustState.VERIFIED, TrustState.TOFU)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,525 @@
+"""What to do with one inbound stanza: a verdict (draft section 5).
+
+:func:`decide` is the receiving side of the protocol as one function, in the
+shape of h11's ``Connection.next_event()``: the glue hands in the stanza as
+received (its XML and its parsed sender) and an :class:`InboundContext` (our
+address, keys, replay state, what the key directory knows), and gets back
+one :class:`Verdict`. The glue turns the verdict into events, an error
+stanza and normal dispatch, and decides nothing itself.
+
+The four cases of the draft: 1, an error from a peer that does not support
+the protocol (:class:`ErrorAnswer`); 2, opened and fresh (:class:`Delivered`);
+3, opened but stale (:class:`BadTimestamp`); 4, cannot be opened or
+contradicts the outer addressing (:class:`DecryptionFailed`). Carbons
+(XEP-0280) and archive results (XEP-0313) are opened here too
+(PROTOCOL.md 5.4); plaintext is refused or passed (5.2, 5.5).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from .addressing import Address, AddressParser
+from .certificates import Identity
+from .constants import (
+    DEFAULT_MAX_ENVELOPE_SIZE,
+    NS_CLIENT,
+    NS_DELAY,
+    NS_E2E_ERRORS,
+    NS_OBJENC,
+    NS_STANZAS,
+    STANZA_KINDS,
+    qname,
+)
+from .envelope import OpenedEnvelope, open_envelope
+from .errors import InvalidEnvelope, StaleStanza
+from .exchanges import Exchanges
+from .rules import (
+    ErrorBudget,
+    ErrorReply,
+    ReplyPolicy,
+    consistent,
+    error_reply,
+    foreign_mechanism,
+    refuse_forwarded_plaintext,
+    refuse_plaintext,
+)
+from .timestamps import ReplayGuard, check_archived, parse_timestamp, to_ms
+
+__all__ = [
+    "MAX_OWN_KEYS_TRIED",
+    "PARK",
+    "PASS",
+    "PLAINTEXT_REFUSED",
+    "UNAVAILABLE",
+    "Admission",
+    "ArchiveUnreadable",
+    "BadTimestamp",
+    "DecryptionFailed",
+    "Delivered",
+    "ErrorAnswer",
+    "ForeignEncryption",
+    "InboundContext",
+    "Park",
+    "Pass",
+    "PlaintextRefused",
+    "Received",
+    "Unavailable",
+    "Verdict",
+    "decide",
+    "own_server_delay",
+]
+
+MAX_OWN_KEYS_TRIED: Final = 3
+"""At most this many of our identities (the active one first) try to open one stanza."""
+
+NS_CARBONS: Final = "urn:xmpp:carbons:2"
+NS_FORWARD: Final = "urn:xmpp:forward:0"
+NS_MAM: Final = "urn:xmpp:mam:2"
+NS_EME: Final = "urn:xmpp:eme:0"
+
+_E2E: Final = qname(NS_OBJENC, "e2e")
+_DELAY: Final = qname(NS_DELAY, "delay")
+_EME: Final = qname(NS_EME, "encryption")
+_ERROR: Final = qname(NS_CLIENT, "error")
+_FORWARDED: Final = qname(NS_FORWARD, "forwarded")
+_MESSAGE: Final = qname(NS_CLIENT, "message")
+_WRAPPERS: Final = (
+    ("received", qname(NS_CARBONS, "received")),
+    ("sent", qname(NS_CARBONS, "sent")),
+    ("archive", qname(NS_MAM, "result")),
+)
+
+
+# -- what goes in ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One inbound stanza as the glue received it."""
+
+    element: ET.Element
+    """The outer stanza (``{jabber:client}message|iq|presence``). :func:`decide`
+    does not change it; what a verdict says to change, the glue changes."""
+    sender: Address
+    """Its ``from``, parsed; ``Address("")`` when it has none (our own server)."""
+
+
+@dataclass(slots=True)
+class InboundContext:
+    """What the receiving side knows; built once by the glue, read per stanza."""
+
+    own: Address
+    """Our full JID (bare JID and resource)."""
+    identities: Callable[[], Sequence[Identity]]
+    """Our identities, the active one first; empty while none is loaded."""
+    replay_guard: ReplayGuard
+    """Timestamp and replay state (section 6); :func:`decide` admits into it."""
+    exchanges: Exchanges
+    """Ids of encrypted stanzas sent and received."""
+    clock: Callable[[], datetime]
+    parse: AddressParser
+    """Parses the addresses found inside envelopes and forwarded messages."""
+    sticky: Callable[[str], bool] = lambda _bare: False
+    """Whether a bare JID is known to encrypt (a certificate held, or required)."""
+    is_room: Callable[[str], bool] = lambda _bare: False
+    """Whether a bare JID is a multi-user chat room we joined."""
+    handles_mechanism: Callable[[str], bool] = lambda _namespace: False
+    """Whether another loaded plugin handles this XEP-0380 mechanism namespace."""
+    ready: Callable[[], bool] = lambda: True
+    """False while our keys are loading: encrypted stanzas wait (:data:`PARK`)."""
+    refuse_plaintext: bool = True
+    replies: ReplyPolicy = field(default_factory=lambda: ReplyPolicy(ErrorBudget(10)))
+    max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE
+
+
+# -- what comes out -----------------------------------------------------------------
+
+
+class Verdict:
+    """Base of every verdict."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pass(Verdict):
+    """Not ours to touch (plaintext, groupchat, another archive): deliver it as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Park(Verdict):
+    """Encrypted, but our keys are still loading: keep it and decide again once they are."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable(Verdict):
+    """Encrypted, but we have no key at all (loading failed): dropped, logged."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextRefused(Verdict):
+    """Plaintext where only ciphertext may come (PROTOCOL.md 5.2): dropped, reported."""
+
+
+PASS: Final = Pass()
+PARK: Final = Park()
+UNAVAILABLE: Final = Unavailable()
+PLAINTEXT_REFUSED: Final = PlaintextRefused()
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A stanza admitted by the replay guard, to persist (``Storage.record_admitted``)."""
+
+    sender: str
+    timestamp_ms: int
+    received_ms: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered(Verdict):
+    """Case 2: opened, consistent and fresh. Deliver :attr:`inner`."""
+
+    inner: ET.Element
+    """The plaintext stanza, addressed as the server stamped the outer one."""
+    envelope: OpenedEnvelope
+    recipient_fingerprint: str
+    """Our certificate whose key opened it."""
+    sender_bare: str | None
+    """Whose certificate ``encryption_info()`` reports; ``None`` for our own sent message."""
+    delay: datetime | None = None
+    """Our server's delay stamp (offline) or the archive's stamp."""
+    admission: Admission | None = None
+    """What the replay guard admitted, to persist; ``None`` when nothing is to be kept."""
+    require_encryption: str | None = None
+    """A bare JID from now on never answered in the clear (it encrypts)."""
+    forwarded: ET.Element | None = None
+    """For a carbon or archive result: the ``<forwarded/>`` whose message is to
+    be replaced by :attr:`inner` in place (slixmpp's own handlers then see it)."""
+    original: ET.Element | None = None
+    """The forwarded ``<message/>`` that :attr:`inner` replaces."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadTimestamp(Verdict):
+    """Case 3: opened, but ``old``, ``future``, ``decreasing`` or ``replay``."""
+
+    reason: str
+    timestamp: datetime
+    inner: ET.Element | None
+    """The decrypted stanza for the event (``None``: report the outer one)."""
+    reply: ErrorReply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionFailed(Verdict):
+    """Case 4: ``undecryptable`` (deliberately no finer) or ``forged``."""
+
+    reason: str
+    reply: ErrorReply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveUnreadable(Verdict):
+    """An archive result that cannot be opened or fails its stamp: delivered as it
+    is (ciphertext) and marked with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignEncryption(Verdict):
+    """A message in another mechanism (XEP-0380) no loaded plugin handles."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer(Verdict):
+    """An error answering one of our encrypted stanzas (case 1 seen from the
+    sender): its id is to be mapped back to :attr:`inner_id`."""
+
+    inner_id: str
+    peer: str
+    unsupported: bool
+    """``<service-unavailable/>``: the peer does not support the protocol."""
+    rejected: tuple[str, ...]
+    """``decryption-failed`` and/or ``bad-timestamp`` (the peer refused ours)."""
+
+
+# -- the decision -----------------------------------------------------------------
+
+
+def decide(received: Received, ctx: InboundContext) -> Verdict:
+    """The verdict for one inbound stanza (draft section 5, PROTOCOL.md 5).
+
+    Opens ``<e2e/>`` (direct, carbon or archive), checks the inner stanza
+    against the outer one and the timestamp against ``ctx.replay_guard``
+    (admitting it there), and refuses plaintext where only ciphertext may
+    come. Never raises for anything a peer or server sent.
+    """
+    xml = received.element
+    kind = xml.tag.rsplit("}", 1)[-1]
+    if kind not in STANZA_KINDS:
+        return PASS
+    kind_type = xml.get("type", "")
+    if kind_type == "error":
+        return _error_answer(received, ctx)
+    if kind == "message" and xml.find(_FORWARDED) is None:
+        forwarded = _forwarded_message(xml)
+        if forwarded is not None:
+            return _decide_forwarded(received, *forwarded, ctx)
+    e2e = xml.find(_E2E)
+    if e2e is None:
+        return _decide_plaintext(received, kind, kind_type, ctx)
+    if kind == "message" and kind_type == "groupchat":
+        return PASS  # not ours to open: groupchat is never encrypted by this protocol
+    if not ctx.ready():
+        return PARK
+    sender = received.sender if received.sender.bare else Address(ctx.own.bare)
+    stanza_id = xml.get("id", "")
+
+    def case4(reason: str) -> DecryptionFailed:
+        return DecryptionFailed(
+            reason, error_reply(kind_type, reason, sender, stanza_id, ctx.replies)
+        )
+
+    if not sender.resource:
+        # Encrypted stanzas come from a contact's client (a full JID); a bare
+        # one would make our answers go to the server, unencrypted.
+        return case4("forged")
+    identities = ctx.identities()
+    if not identities:
+        return UNAVAILABLE
+    opened = _open(e2e, identities, ctx.max_envelope_size)
+    if opened is None:
+        return case4("undecryptable")
+    envelope, recipient_fingerprint = opened
+    if not consistent(kind, kind_type, envelope.stanza, sender.bare, ctx.own.bare, ctx.parse):
+        return case4("forged")
+    delay = own_server_delay(xml, ctx.own, ctx.parse) if kind == "message" else None
+    inner = _readdressed(envelope.stanza, xml)
+    now = ctx.clock()
+    try:
+        ctx.replay_guard.admit(
+            sender.full, envelope.timestamp, envelope.digest, now=now, delay=delay
+        )
+    except StaleStanza as stale:
+        reply = error_reply(kind_type, stale.reason, sender, stanza_id, ctx.replies)
+        return BadTimestamp(stale.reason, envelope.timestamp, inner, reply)
+    inner_id = inner.get("id")
+    if inner_id:  # answers to it must be encrypted (or, for errors, empty)
+        ctx.exchanges.received(sender.full, inner_id)
+    return Delivered(
+        inner,
+        envelope,
+        recipient_fingerprint,
+        sender.bare,
+        delay,
+        Admission(sender.full, to_ms(envelope.timestamp), to_ms(now), envelope.digest),
+        # It encrypts: never answer it in the clear from now on.
+        None if ctx.sticky(sender.bare) else sender.bare,
+    )
+
+
+def own_server_delay(xml: ET.Element, own: Address, parse: AddressParser) -> datetime | None:
+    """The XEP-0203 stamp our own server added (offline storage stamps from our
+    domain, stream-management hibernation from our bare JID); with several,
+    the earliest: when our server first received the stanza."""
+    ours = {own.domain, own.bare}
+    stamps = []
+    for delay in xml.findall(_DELAY):
+        try:
+            if parse(delay.get("from", "")).bare not in ours:
+                continue
+            stamps.append(parse_timestamp(delay.get("stamp", ""), utc_only=False))
+        except (ValueError, OverflowError):
+            continue  # malformed or out of range: not a usable stamp
+    return min(stamps) if stamps else None
+
+
+def _open(
+    e2e: ET.Element, identities: Sequence[Identity], max_size: int
+) -> tuple[OpenedEnvelope, str] | None:
+    for identity in identities[:MAX_OWN_KEYS_TRIED]:
+        try:
+            opened = open_envelope(
+                e2e, identity.private_key, key_id=identity.fingerprint, max_size=max_size
+            )
+        except InvalidEnvelope:
+            continue
+        return opened, identity.fingerprint
+    return None
+
+
+def _readdressed(inner: ET.Element, outer: ET.Element) -> ET.Element:
+    """The inner stanza addressed as the server stamped the outer one, with the
+    outer ``<delay/>`` (offline) when it has none of its own."""
+    delay = outer.find(_DELAY)
+    if delay is not None and inner.find(_DELAY) is None:
+        inner.append(delay)
+    for attribute in ("from", "to"):
+        value = outer.get(attribute)
+        if value:
+            inner.set(attribute, value)
+        else:
+            inner.attrib.pop(attribute, None)
+    return inner
+
+
+def _error_answer(received: Received, ctx: InboundContext) -> Verdict:
+    """An error stanza: if it answers one of our encrypted stanzas (and comes from
+    the peer we sent it to), map it back and say what it means."""
+    xml = received.element
+    outer_id = xml.get("id", "")
+    mapped = ctx.exchanges.sent_to(outer_id)
+    if mapped is None:
+        return PASS
+    inner_id, sent_to = mapped
+    sender = received.sender
+    try:
+        if sender.bare and ctx.parse(sent_to).bare != sender.bare:
+            return PASS  # only the peer we sent to may answer for it
+    except ValueError:
+        return PASS
+    ctx.exchanges.answered(outer_id)
+    error = xml.find(_ERROR)
+    if error is None:
+        return ErrorAnswer(inner_id, sender.full, False, ())
+    unsupported = error.find(qname(NS_STANZAS, "service-unavailable")) is not None
+    rejected = tuple(
+        condition
+        for condition in ("decryption-failed", "bad-timestamp")
+        if error.find(qname(NS_E2E_ERRORS, condition)) is not None
+    )
+    return ErrorAnswer(inner_id, sender.full, unsupported, rejected)
+
+
+def _decide_plaintext(
+    received: Received, kind: str, kind_type: str, ctx: InboundContext
+) -> Verdict:
+    if kind == "message":
+        eme = received.element.find(_EME)
+        if eme is not None:
+            namespace = eme.get("namespace", "")
+            if foreign_mechanism(namespace, ctx.handles_mechanism):
+                return ForeignEncryption(namespace, eme.get("name", ""))
+    if ctx.refuse_plaintext and refuse_plaintext(
+        kind,
+        kind_type,
+        received.sender,
+        own_bare=ctx.own.bare,
+        sticky=ctx.sticky,
+        is_room=ctx.is_room,
+    ):
+        return PLAINTEXT_REFUSED
+    return PASS
+
+
+def _forwarded_message(xml: ET.Element) -> tuple[str, ET.Element, ET.Element] | None:
+    """A carbon (XEP-0280) or archive result (XEP-0313) and the message it forwards."""
+    for kind, tag in _WRAPPERS:
+        wrapper = xml.find(tag)
+        if wrapper is None:
+            continue
+        forwarded = wrapper.find(_FORWARDED)
+        message = forwarded.find(_MESSAGE) if forwarded is not None else None
+        if forwarded is None or message is None:
+            return None
+        return kind, forwarded, message
+    return None
+
+
+def _decide_forwarded(
+    received: Received,
+    kind: str,
+    forwarded: ET.Element,
+    message: ET.Element,
+    ctx: InboundContext,
+) -> Verdict:
+    """A carbon or archive result: opened in place, so slixmpp's carbon and MAM
+    handling see the plaintext; a forged carbon is dropped whatever it carries."""
+    own = ctx.own
+    origin = received.sender
+    if kind in ("received", "sent"):
+        if origin.bare and origin.full != own.bare:  # XEP-0280: only from our bare JID
+            return DecryptionFailed("forged")
+    elif origin.bare and origin.bare != own.bare:
+        return PASS  # another archive (e.g. a room's): not ours to open
+    archived = kind == "archive"
+    e2e = message.find(_E2E)
+    if e2e is None:
+        # History may hold plaintext from before; live copies may not.
+        contact = message.get("to" if kind == "sent" else "from", "")
+        if (
+            not archived
+            and ctx.refuse_plaintext
+            and refuse_forwarded_plaintext(
+                message.get("type", ""), contact, parse=ctx.parse, sticky=ctx.sticky
+            )
+        ):
+            return PLAINTEXT_REFUSED
+        return PASS
+
+    def fail(reason: str) -> Verdict:
+        # The archive result still arrives, ciphertext and all.
+        return ArchiveUnreadable(reason) if archived else DecryptionFailed(reason)
+
+    try:
+        sender, to = ctx.parse(message.get("from", "")), ctx.parse(message.get("to", ""))
+    except ValueError:
+        return fail("forged")
+    outgoing = sender.bare == own.bare
+    if not sender.resource or (kind == "sent" and not outgoing):
+        return fail("forged")
+    if kind == "received" and to.bare != own.bare:
+        return fail("forged")
+    identities = ctx.identities()
+    if not identities:
+        return UNAVAILABLE
+    opened = _open(e2e, identities, ctx.max_envelope_size)
+    if opened is None:
+        return fail("undecryptable")
+    envelope, recipient_fingerprint = opened
+    inner = envelope.stanza
+    recipient = to.bare if outgoing else own.bare
+    if not consistent("message", message.get("type", ""), inner, sender.bare, recipient, ctx.parse):
+        return fail("forged")
+    stamp = None
+    try:
+        if archived:
+            delay = forwarded.find(_DELAY)
+            stamp = parse_timestamp(
+                delay.get("stamp", "") if delay is not None else "", utc_only=False
+            )
+            check_archived(envelope.timestamp, stamp)
+        else:
+            ctx.replay_guard.admit(
+                sender.full, envelope.timestamp, envelope.digest, now=ctx.clock()
+            )
+    except ValueError:
+        return fail("old")
+    except StaleStanza as stale:
+        if archived:
+            return fail(stale.reason)
+        return BadTimestamp(stale.reason, envelope.timestamp, None)
+    for attribute in ("from", "to"):
+        value = message.get(attribute)
+        if value:
+            inner.set(attribute, value)
+    return Delivered(
+        inner,
+        envelope,
+        recipient_fingerprint,
+        None if outgoing else sender.bare,
+        stamp,
+        forwarded=forwarded,
+        original=message,
+    )

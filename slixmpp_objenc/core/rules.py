@@ -1,0 +1,300 @@
+"""The protocol's rules, one function each: which stanzas are encrypted and to
+whom, what an inner stanza must agree with, when plaintext is refused, and
+when an error is sent back.
+
+Each rule is a pure function of what the caller observed (parsed addresses,
+the kind and type of a stanza, what the key directory holds), so it is tested
+with plain values, and the send and receive decisions (:mod:`.send`,
+:mod:`.receive`) are built from them. docs/PROTOCOL.md states each rule for
+other implementations; the section is named in each docstring.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .addressing import Address, AddressParser
+from .certificates import PeerCertificate
+from .constants import NS_OBJENC
+
+__all__ = [
+    "ENCRYPTED_MESSAGE_TYPES",
+    "ENCRYPTED_PRESENCE_TYPES",
+    "PROFILE_DRAFT",
+    "ErrorBudget",
+    "ErrorReply",
+    "ReplyPolicy",
+    "candidate",
+    "choose_profile",
+    "consistent",
+    "error_reply",
+    "foreign_mechanism",
+    "recipients",
+    "refuse_forwarded_plaintext",
+    "refuse_plaintext",
+]
+
+ENCRYPTED_MESSAGE_TYPES: Final = frozenset({"", "normal", "chat", "headline"})
+"""Message types this protocol encrypts (never ``groupchat`` or ``error``)."""
+ENCRYPTED_PRESENCE_TYPES: Final = frozenset({"", "available", "unavailable"})
+"""Directed presence types this protocol encrypts (never subscriptions or probes)."""
+
+PROFILE_DRAFT: Final = "draft-miller-3923bis-02"
+"""The draft's wire profile: AES-CBC + HMAC-SHA256, keys wrapped with RSA-OAEP."""
+
+
+# -- sending (PROTOCOL.md section 4) ------------------------------------------
+
+
+def candidate(
+    kind: str,
+    kind_type: str,
+    to: Address,
+    *,
+    own_bare: str,
+    sealed: bool = False,
+    muc_join: bool = False,
+    is_room: Callable[[str], bool] = lambda _bare: False,
+) -> str | None:
+    """The bare JID a stanza would be encrypted for, or ``None`` if this kind of
+    stanza is never encrypted (PROTOCOL.md section 4).
+
+    ``kind`` is ``message``, ``iq`` or ``presence``; ``sealed``: it already
+    carries an ``<e2e/>``; ``muc_join``: a presence with a MUC ``<x/>``;
+    ``is_room``: whether a bare JID is a room we joined.
+    """
+    if kind not in ("message", "iq", "presence") or sealed or kind_type == "error":
+        return None
+    if not to.bare or not to.local:
+        return None  # no recipient, or a server
+    if to.bare == own_bare:
+        return None  # our own account: the server answers on its behalf
+    if kind == "message" and kind_type not in ENCRYPTED_MESSAGE_TYPES:
+        return None  # groupchat
+    if kind == "presence" and (kind_type not in ENCRYPTED_PRESENCE_TYPES or muc_join):
+        return None  # subscriptions, probes, MUC joins
+    if kind == "iq" and not to.resource:
+        return None  # an iq to a bare JID is handled by the contact's server
+    if is_room(to.bare):
+        return None
+    return to.bare
+
+
+def recipients(
+    contact: Sequence[PeerCertificate],
+    own_devices: Sequence[PeerCertificate] = (),
+    own: PeerCertificate | None = None,
+) -> tuple[PeerCertificate, ...]:
+    """Every certificate a stanza to a contact is encrypted to (PROTOCOL.md 3.2):
+    the contact's usable ones, then our account's other devices (carbons, our
+    other clients), then our own (sent messages stay readable in the archive);
+    each once, in that order. Empty when the contact has none."""
+    if not contact:
+        return ()
+    result = {p.fingerprint: p for p in contact}
+    for peer in own_devices:
+        result.setdefault(peer.fingerprint, peer)
+    if own is not None:
+        result.setdefault(own.fingerprint, own)
+    return tuple(result.values())
+
+
+def choose_profile(certificates: Sequence[PeerCertificate]) -> str | None:
+    """The wire profile every one of ``certificates`` can open, or ``None``.
+
+    Today there is one: :data:`PROFILE_DRAFT`, for RSA certificates. A second
+    profile is chosen here, per recipient set, from the certificates' keys.
+    """
+    if certificates and all(isinstance(p.public_key, rsa.RSAPublicKey) for p in certificates):
+        return PROFILE_DRAFT
+    return None
+
+
+# -- receiving (PROTOCOL.md section 5) ----------------------------------------
+
+
+def _normal_type(kind: str, value: str) -> str:
+    if kind == "message" and value == "":
+        return "normal"
+    if kind == "presence" and value == "":
+        return "available"
+    return value
+
+
+def consistent(
+    kind: str,
+    kind_type: str,
+    inner: ET.Element,
+    sender_bare: str,
+    recipient_bare: str,
+    parse: AddressParser,
+) -> bool:
+    """The inner stanza repeats the outer kind and type, and its ``from``/``to``
+    name the same bare JIDs as the outer addressing (PROTOCOL.md 5.3).
+
+    Missing or unparsable inner addresses fail the rule (case 4, ``forged``).
+    """
+    if inner.tag.rsplit("}", 1)[-1] != kind:
+        return False
+    if _normal_type(kind, inner.get("type", "")) != _normal_type(kind, kind_type):
+        return False
+    inner_from, inner_to = inner.get("from"), inner.get("to")
+    if not inner_from or not inner_to:
+        return False
+    try:
+        return parse(inner_from).bare == sender_bare and parse(inner_to).bare == recipient_bare
+    except ValueError:
+        return False
+
+
+def foreign_mechanism(eme_namespace: str | None, handled: Callable[[str], bool]) -> bool:
+    """A message marked (XEP-0380) as encrypted with another mechanism that no
+    loaded plugin handles (``handled`` says which do): its body is a fallback
+    notice, never to be shown as the message (PROTOCOL.md 5.5)."""
+    return eme_namespace is not None and eme_namespace != NS_OBJENC and not handled(eme_namespace)
+
+
+def refuse_plaintext(
+    kind: str,
+    kind_type: str,
+    sender: Address,
+    *,
+    own_bare: str,
+    sticky: Callable[[str], bool],
+    is_room: Callable[[str], bool] = lambda _bare: False,
+) -> bool:
+    """Whether an unencrypted stanza is dropped because its sender's client is
+    known to encrypt (PROTOCOL.md 5.2): the server could have injected it.
+
+    Never presence; never from servers, bare JIDs or our own account; never
+    groupchat, or from a room we joined.
+    """
+    if kind == "presence":
+        return False
+    if not sender.bare or not sender.resource or sender.bare == own_bare:
+        return False  # servers, PEP events, our own account
+    if kind == "message" and kind_type not in ENCRYPTED_MESSAGE_TYPES:
+        return False
+    return sticky(sender.bare) and not is_room(sender.bare)
+
+
+def refuse_forwarded_plaintext(
+    kind_type: str, contact: str, *, parse: AddressParser, sticky: Callable[[str], bool]
+) -> bool:
+    """A live carbon (XEP-0280) in the clear of a conversation with a contact
+    known to encrypt is refused like the plaintext itself (PROTOCOL.md 5.4).
+
+    ``contact`` is the forwarded message's ``to`` for a sent carbon, its
+    ``from`` for a received one; an unparsable one is refused.
+    """
+    if kind_type not in ENCRYPTED_MESSAGE_TYPES:
+        return False
+    try:
+        bare = parse(contact).bare
+    except ValueError:
+        return True
+    return bool(bare) and sticky(bare)
+
+
+# -- error replies (PROTOCOL.md section 7) -------------------------------------
+
+
+class ErrorBudget:
+    """A token bucket per sender, so a flood of bad stanzas is not answered forever.
+
+    ``per_minute`` replies per sender and minute (0: never); at most
+    ``max_senders`` buckets are kept, the oldest dropped first.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_senders: int = 10_000,
+    ) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._max_senders = max_senders
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, sender: str) -> bool:
+        """Spend one reply for ``sender``; ``False`` when its bucket is empty."""
+        if self.per_minute <= 0:
+            return False
+        now = self._clock()
+        tokens, last = self._buckets.pop(sender, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60.0)
+        allowed = tokens >= 1.0
+        self._buckets[sender] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self._max_senders:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPolicy:
+    """Which error replies are sent (``pconfig``) and the budget they spend."""
+
+    budget: ErrorBudget
+    decryption_failed: bool = True
+    """Case 4 replies (``error_replies``)."""
+    bad_timestamp: bool = True
+    """Case 3 replies (``bad_timestamp_replies``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """An error stanza to send back: same kind, ``type='error'``, an empty
+    ``<e2e/>`` (never the ciphertext), and the two conditions (draft section 5)."""
+
+    to: str
+    """The sender's JID as the server stamped it."""
+    id: str
+    """The outer stanza's id (empty: none)."""
+    condition: str
+    """``bad-request`` (case 4) or ``not-acceptable`` (case 3)."""
+    e2e_condition: str
+    """``decryption-failed`` or ``bad-timestamp`` (urn:ietf:params:xml:xmpp-e2e)."""
+    error_type: str = "modify"
+
+
+_DECRYPTION_FAILURES: Final = frozenset({"undecryptable", "forged"})
+_TIMESTAMP_FAILURES: Final = frozenset({"old", "future", "decreasing"})
+
+
+def error_reply(
+    kind_type: str, failure: str, sender: Address, stanza_id: str, policy: ReplyPolicy
+) -> ErrorReply | None:
+    """The error stanza answering a stanza refused for ``failure``, or ``None``
+    (PROTOCOL.md section 7).
+
+    ``undecryptable``/``forged`` get ``<bad-request/><decryption-failed/>``
+    and ``old``/``future``/``decreasing`` ``<not-acceptable/><bad-timestamp/>``
+    when the policy allows; an exact ``replay`` none (usually a resend whose
+    original was delivered). Never to errors, groupchat or iq results; at
+    most ``policy.budget`` per sender bare JID. One call spends the budget
+    once: call it once per refused stanza.
+    """
+    if failure in _DECRYPTION_FAILURES:
+        if not policy.decryption_failed:
+            return None
+        condition, e2e_condition = "bad-request", "decryption-failed"
+    elif failure in _TIMESTAMP_FAILURES:
+        if not policy.bad_timestamp:
+            return None
+        condition, e2e_condition = "not-acceptable", "bad-timestamp"
+    else:
+        return None
+    if kind_type in ("error", "groupchat", "result"):
+        return None
+    if not policy.budget.take(sender.bare):
+        return None
+    return ErrorReply(sender.full, stanza_id, condition, e2e_condition)
