@@ -120,9 +120,9 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
                 wire[_name].append(str(stanza))
             return stanza
 
-        client.del_filter("in", plugin._receive)
+        client.del_filter("in", plugin.inbound.receive)
         client.add_filter("in", capture)
-        client.add_filter("in", plugin._receive)
+        client.add_filter("in", plugin.inbound.receive)
 
     replies: asyncio.Queue[Any] = asyncio.Queue()
     juliet.add_event_handler("message", replies.put_nowait)

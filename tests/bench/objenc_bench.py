@@ -3,10 +3,10 @@
 * core: :func:`seal` + :func:`open_envelope` on the stanza bytes S' (one
   recipient, RSA-3072), element in, element out;
 * plugin path: build the slixmpp ``Message``, run the plugin's outbound
-  filters (``_plan_outbound`` picks the certificates, ``_seal_outbound`` seals
+  filters (``outbound.plan`` picks the certificates, ``outbound.seal`` seals
   in place), serialize it exactly as slixmpp writes it to the socket, parse it
   on the other side, build the stanza and run the plugin's ``in`` filter
-  (``_receive``), then read the body; both plugins' write-behind queues are
+  (``inbound.receive``), then read the body; both plugins' write-behind queues are
   flushed inside the timed operation. No server: two unconnected clients;
 * floor: the same RSA-OAEP-SHA256 wrap + unwrap, AES-CBC encrypt + decrypt
   (PKCS#7) and HMAC-SHA256 compute + verify called directly on
@@ -209,14 +209,14 @@ class PluginPair:
     async def close(self) -> None:
         for plugin in (self.a, self.b):
             await plugin.close()
-            for task in list(plugin._tasks):
+            for task in list(plugin.tasks.running):
                 task.cancel()
 
     async def send_wire(self, body: str) -> str:
         """Alice's outbound path up to the bytes slixmpp writes to the socket."""
         msg = self.alice.make_message(mto=BOB_FULL, mbody=body, mtype="chat")
-        planned = self.a._plan_outbound(msg)
-        sealed = self.a._seal_outbound(planned)
+        planned = self.a.outbound.plan(msg)
+        sealed = self.a.outbound.seal(planned)
         if sealed is None:
             raise AssertionError("the plugin refused to send")
         return str(
@@ -228,7 +228,7 @@ class PluginPair:
         xml = ET.fromstring(WRAP_OPEN + wire + WRAP_CLOSE)[0]
         xml.set("from", ALICE_FULL)  # what the server stamps
         stanza = self.bob._build_stanza(xml)
-        delivered = self.b._receive(stanza)
+        delivered = self.b.inbound.receive(stanza)
         if delivered is None:
             raise AssertionError("the plugin dropped the stanza")
         return delivered

@@ -149,7 +149,7 @@ async def direct_costs(identities: Identities, settings: Settings) -> dict[str, 
         for size, length in SIZES.items():
             body = body_text(length)
             msg = pair.alice.make_message(mto=BOB_FULL, mbody=body, mtype="chat")
-            sealed = pair.a._seal_outbound(pair.a._plan_outbound(msg))
+            sealed = pair.a.outbound.seal(pair.a.outbound.plan(msg))
             assert sealed is not None
             await pair.flush()
             outer = sealed.xml
@@ -215,8 +215,8 @@ async def check_flush_race() -> dict[str, Any]:
         hangs = False
     except TimeoutError:
         hangs = True
-    pending = plugin._writes.qsize()
-    for task in list(plugin._tasks):
+    pending = plugin.persistence.pending_writes()
+    for task in list(plugin.tasks.running):
         task.cancel()
     return {
         "hangs": hangs,

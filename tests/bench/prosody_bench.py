@@ -270,9 +270,9 @@ class Tap:
 
         plugin = client.plugin["objenc"]
         client.add_filter("out_sce", out)
-        client.del_filter("in", plugin._receive)
+        client.del_filter("in", plugin.inbound.receive)
         client.add_filter("in", incoming)
-        client.add_filter("in", plugin._receive)
+        client.add_filter("in", plugin.inbound.receive)
 
     def between(self, start: float, end: float) -> list[tuple[float, str, str]]:
         return [e for e in self.events if start <= e[0] <= end]

@@ -334,10 +334,10 @@ def per_stanza_section(r: Results) -> list[str]:
         "- **core**: `seal()` + `open_envelope()` on S' (element "
         "in, element out; one `<key/>`, 64-byte padding).",
         "- **plugin path**: build the `Message`, the plugin's `out` and `out_sce` filters "
-        "(`_plan_outbound`, `_seal_outbound` -> `seal_stanza`), "
+        "(`outbound.plan`, `outbound.seal` -> `seal_stanza`), "
         "serialization exactly as slixmpp writes "
         "the socket, parse on the other side, `_build_stanza`, the plugin's `in` filter "
-        "(`_receive` -> `_receive_unsafe`), read the body; both "
+        "(`inbound.receive` -> `core.receive.decide`), read the body; both "
         "plugins' write-behind queues flushed "
         "inside the timed operation. The plugin also wraps the "
         "key for the sender's own certificate "
@@ -698,7 +698,7 @@ def _plugin_findings(r: Results) -> list[str]:
         f"Estimate with both serialization fixes below (no snapshot; escaping at `str.replace` "
         f"speed): about {n(projected)} ms per message, {n(projected / floor)}x the floor "
         f"(target {r.targets['plugin_vs_floor']}x). The rest is slixmpp stanza handling, "
-        "`_plan_outbound`'s certificate lookup, the replay guard and the write-behind queue.",
+        "`outbound.plan`'s certificate lookup, the replay guard and the write-behind queue.",
         "",
     ]
     big = costs.get("64 KiB")
@@ -803,7 +803,7 @@ def _first_contact_findings(r: Results) -> list[str]:
     return [
         "**First contact stalls Alice's whole send queue for about a second** "
         f"({n(fc['first_message_ms'])} ms for the first message against "
-        f"{n(fc['second_message_ms'])} ms for the next{left}). `_plan_outbound` is an async "
+        f"{n(fc['second_message_ms'])} ms for the next{left}). `outbound.plan` is an async "
         "`out` filter that awaits certificate discovery; slixmpp's `run_filters` handles its "
         "queue one stanza at a time and gives an async filter 1 s (`asyncio.wait(..., "
         "timeout=1)`) before moving it aside. The discovery iq is queued behind the very message "
@@ -875,7 +875,7 @@ def suggestions(r: Results) -> list[str]:
             "(`self._sealed[xml] = tostring(xml)`): "
             "remember the sealed children instead (e.g. `self._sealed[xml] "
             "= tuple(xml)` plus the `<e2e/>` "
-            "element's identity) and have `_plan_outbound` compare "
+            "element's identity) and have `outbound.plan` compare "
             "element identities; saves one full "
             f"serialization of the ciphertext per message ({n(costs['tostring_outer_ms'])} "
             f"ms at {HEADLINE_SIZE}).",

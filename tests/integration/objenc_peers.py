@@ -98,7 +98,7 @@ class Wire:
 
 def tap(client: ClientXMPP) -> Wire:
     """Record the wire: an 'out_sce' filter after the plugin's sealing one (the exact
-    string slixmpp writes), and an 'in' filter inserted before the plugin's ``_receive``."""
+    string slixmpp writes), and an 'in' filter before the plugin's ``inbound.receive``."""
     wire = Wire()
 
     def out(stanza: StanzaBase) -> StanzaBase:
@@ -113,7 +113,7 @@ def tap(client: ClientXMPP) -> Wire:
 
     plugin = client.plugin["objenc"]
     client.add_filter("out_sce", out)
-    client.del_filter("in", plugin._receive)
+    client.del_filter("in", plugin.inbound.receive)
     client.add_filter("in", incoming)
-    client.add_filter("in", plugin._receive)
+    client.add_filter("in", plugin.inbound.receive)
     return wire

@@ -83,9 +83,9 @@ async def make_peer(connect_client: Connector, account: Any) -> Peer:
         return stanza
 
     # see the wire stanza before the plugin opens it
-    client.del_filter("in", plugin._receive)
+    client.del_filter("in", plugin.inbound.receive)
     client.add_filter("in", capture)
-    client.add_filter("in", plugin._receive)
+    client.add_filter("in", plugin.inbound.receive)
     peer.watch(
         "message",
         "message_error",

@@ -175,9 +175,9 @@ class TestArchive(DevicesTestCase):
             "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
         )
         assert first is not None and first.findtext("{jabber:client}body") == "from last year"
-        info = self.plugin._info.get(first)
+        info = self.plugin.encryption_info(self.xmpp._build_stanza(first))
         assert info is not None and info.delay is not None
-        assert self.plugin._archive_errors.get(captured[1].xml) == "old"
+        assert self.plugin.inbound.archive_error(captured[1]) == "old"
 
 
 class TestForeignEncryption(DevicesTestCase):

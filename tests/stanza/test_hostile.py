@@ -310,7 +310,7 @@ class HostileTestCase(SlixTest):
         tracemalloc.start()
         started = time.perf_counter()
         try:
-            result = self.plugin._receive(stanza)
+            result = self.plugin.inbound.receive(stanza)
         finally:
             elapsed = time.perf_counter() - started
             peak = tracemalloc.get_traced_memory()[1]
@@ -969,7 +969,7 @@ class TestCost(HostileTestCase):
         assert rsa["calls"] == 0
         self.assert_refused(result, "undecryptable")
 
-        self.plugin.config["max_envelope_size"] = 64 * 1024 * 1024
+        self.plugin.inbound.context.max_envelope_size = 64 * 1024 * 1024
         for junk in (4, 3000):
             with counting_rsa(self.plugin) as rsa:
                 result = self.feed(with_junk_keys(f"behind-{junk}", junk, genuine_first=False))
@@ -1203,7 +1203,7 @@ class TestNoOracle(HostileTestCase):
             for name, wire in wires.items():  # interleaved, so drift hits both alike
                 stanza = self.xmpp._build_stanza(ET.fromstring(wire))
                 started = time.perf_counter()
-                assert self.plugin._receive(stanza) is None
+                assert self.plugin.inbound.receive(stanza) is None
                 samples[name].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 with pytest.raises(InvalidEnvelope):

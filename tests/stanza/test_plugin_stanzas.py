@@ -154,7 +154,7 @@ class TestOutbound(ObjEncTestCase):
         assert b"in the orchard" in inner
 
     def test_aes256_when_configured(self) -> None:
-        self.plugin._cipher = slixmpp_objenc.core.AES_256_CBC
+        self.plugin.outbound.cipher = slixmpp_objenc.core.AES_256_CBC
         self.xmpp.send_message(mto="alice@example.org", mbody="x")
         outer, _ = self.sent_to_alice()
         data = outer.find(f"{{{NS_OBJENC}}}e2e/{{{NS_OBJENC}}}data")
@@ -192,7 +192,7 @@ class TestOutbound(ObjEncTestCase):
         def broken(n: int) -> bytes:
             raise RuntimeError("no entropy")
 
-        self.plugin._random_bytes = broken
+        self.plugin.outbound.random_bytes = broken
         msg = self.xmpp.make_message(mto="alice@example.org", mbody="must not leak")
         msg.send()
         self.wait_for_send_queue()

@@ -1,0 +1,264 @@
+"""Inbound: the ``in`` filter executes the core's verdict.
+
+For every stanza it asks :func:`~slixmpp_objenc.core.receive.decide` and
+turns the verdict into slixmpp's normal dispatch (the plaintext stanza in
+place of the ciphertext), events, an error stanza, a parked stanza (our keys
+still loading) or nothing (dropped). It also reads the server archive
+(XEP-0313) and answers ``encryption_info()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import Any, Final
+
+from slixmpp import JID, Iq, Message, Presence
+from slixmpp.xmlstream import StanzaBase
+
+from ..core import EncryptionError, OpenedEnvelope
+from ..core.constants import NS_E2E_ERRORS, NS_OBJENC, qname
+from ..core.receive import (
+    NS_FORWARD,
+    NS_MAM,
+    ArchiveUnreadable,
+    BadTimestamp,
+    DecryptionFailed,
+    Delivered,
+    ErrorAnswer,
+    ForeignEncryption,
+    InboundContext,
+    Park,
+    Pass,
+    PlaintextRefused,
+    Received,
+    Verdict,
+    decide,
+)
+from ..core.rules import ErrorReply
+from ..events import (
+    ArchivedMessage,
+    BadTimestampEvent,
+    DecryptionFailedEvent,
+    EncryptionInfo,
+    ForeignEncryptionEvent,
+    PeerRejectedEvent,
+    UnsupportedEvent,
+)
+from ..keyring import Keyring
+from .common import address, dispatch_local
+from .directory import KeyDirectory
+from .persistence import Persistence
+
+__all__ = ["Inbound"]
+
+log = logging.getLogger(__name__)
+
+MAX_PARKED: Final = 1000
+"""Encrypted stanzas kept while our keys load; more are dropped (reported)."""
+
+_E2E_TAG: Final = qname(NS_OBJENC, "e2e")
+_ARCHIVED_MESSAGE: Final = f"{{{NS_MAM}}}result/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message"
+
+
+class Inbound:
+    """The receiving side of the plugin: executes verdicts, keeps what was decrypted."""
+
+    def __init__(
+        self,
+        xmpp: Any,
+        context: InboundContext,
+        directory: KeyDirectory,
+        persistence: Persistence,
+        keyring: Keyring,
+    ) -> None:
+        self.xmpp = xmpp
+        self.context = context
+        self._directory = directory
+        self._persistence = persistence
+        self._keyring = keyring
+        self._parked: list[StanzaBase] = []
+        self._info: weakref.WeakKeyDictionary[ET.Element, EncryptionInfo] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._archive_errors: weakref.WeakKeyDictionary[ET.Element, str] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def encryption_info(self, stanza: StanzaBase) -> EncryptionInfo | None:
+        """How ``stanza`` arrived: ``None`` if it was not encrypted."""
+        return self._info.get(stanza.xml)
+
+    def archive_error(self, stanza: StanzaBase) -> str | None:
+        """Why an archive result could not be opened, if it could not."""
+        return self._archive_errors.get(stanza.xml)
+
+    # -- the 'in' filter -----------------------------------------------------
+
+    def receive(self, stanza: StanzaBase) -> StanzaBase | None:
+        """'in' filter: open ``<e2e/>``, hand back the plaintext; never raises."""
+        try:
+            if not isinstance(stanza, Message | Iq | Presence) or stanza.xml in self._info:
+                return stanza  # not a stanza, or ours: decrypted already, being dispatched
+            verdict = decide(Received(stanza.xml, address(stanza["from"])), self.context)
+            return self._execute(stanza, verdict)
+        except Exception:
+            log.exception("objenc: unexpected failure handling an inbound stanza; dropped")
+            return None
+
+    def release_parked(self) -> None:
+        """Our keys are loaded: decide the stanzas that waited for them."""
+        parked, self._parked = self._parked, []
+        for stanza in parked:
+            result = self.receive(stanza)
+            if result is not None:
+                dispatch_local(self.xmpp, result)
+
+    def _execute(self, stanza: StanzaBase, verdict: Verdict) -> StanzaBase | None:
+        if isinstance(verdict, Pass):
+            return stanza
+        if isinstance(verdict, Delivered):
+            return self._deliver(stanza, verdict)
+        if isinstance(verdict, ErrorAnswer):
+            return self._error_answer(stanza, verdict)
+        if isinstance(verdict, ArchiveUnreadable):
+            self._archive_errors[stanza.xml] = verdict.reason
+            return stanza  # the archive result still arrives, ciphertext and all
+        if isinstance(verdict, DecryptionFailed):
+            log.info("objenc: cannot open <e2e/> from %s (%s)", stanza["from"], verdict.reason)
+            self.xmpp.event(
+                "objenc_decryption_failed", DecryptionFailedEvent(stanza, verdict.reason)
+            )
+            self._reply(stanza, verdict.reply)
+        elif isinstance(verdict, BadTimestamp):
+            log.info("objenc: %s timestamp from %s refused", verdict.reason, stanza["from"])
+            shown = stanza if verdict.inner is None else self.xmpp._build_stanza(verdict.inner)
+            self.xmpp.event(
+                "objenc_bad_timestamp", BadTimestampEvent(shown, verdict.reason, verdict.timestamp)
+            )
+            self._reply(stanza, verdict.reply)
+        elif isinstance(verdict, PlaintextRefused):
+            log.warning("objenc: plaintext %s from %s refused", stanza.name, stanza["from"])
+            self.xmpp.event("objenc_plaintext_refused", stanza)
+        elif isinstance(verdict, ForeignEncryption):
+            # Its body is a fallback notice, not the message: not shown as if it were.
+            log.info("objenc: %s message from %s not for us", verdict.namespace, stanza["from"])
+            self.xmpp.event(
+                "objenc_foreign_encryption",
+                ForeignEncryptionEvent(stanza, verdict.namespace, verdict.name),
+            )
+        elif isinstance(verdict, Park):
+            self._park(stanza)
+        else:  # Unavailable
+            log.error("objenc: no key to open a stanza from %s; dropped", stanza["from"])
+        return None
+
+    def _park(self, stanza: StanzaBase) -> None:
+        if len(self._parked) >= MAX_PARKED:
+            log.warning("objenc: too many stanzas before our keys loaded; dropping one")
+            self.xmpp.event(
+                "objenc_decryption_failed", DecryptionFailedEvent(stanza, "undecryptable")
+            )
+            return
+        self._parked.append(stanza)  # decided again once the keys are loaded
+
+    def _deliver(self, stanza: StanzaBase, verdict: Delivered) -> StanzaBase:
+        info = self._encryption_info(
+            verdict.envelope, verdict.recipient_fingerprint, verdict.sender_bare, verdict.delay
+        )
+        if verdict.forwarded is not None and verdict.original is not None:
+            # A carbon or archive result: opened in place, so slixmpp's own carbon
+            # and MAM handling see the plaintext.
+            verdict.forwarded.remove(verdict.original)
+            verdict.forwarded.append(verdict.inner)
+            self._info[verdict.inner] = info
+            delivered: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins
+        else:
+            delivered = self.xmpp._build_stanza(verdict.inner)
+            self._info[delivered.xml] = info
+        if verdict.admission is not None:
+            self._persistence.admitted(verdict.admission, self.context.replay_guard.floor_ms)
+        if verdict.sender_bare is not None and verdict.forwarded is None:
+            self._directory.forget_miss(verdict.sender_bare)  # it uses this protocol
+        if verdict.require_encryption is not None:
+            key, value = self._keyring.require_now(verdict.require_encryption)
+            self._persistence.set_setting(key, value)
+        self.xmpp.event("objenc_decrypted", delivered)
+        return delivered
+
+    def _encryption_info(
+        self,
+        envelope: OpenedEnvelope,
+        recipient_fingerprint: str,
+        sender_bare: str | None,
+        delay: datetime | None,
+    ) -> EncryptionInfo:
+        """What ``encryption_info()`` reports; the sender's certificate is the one we
+        hold for it (a usable one first), or none for our own sent messages."""
+        records = self._keyring.records(sender_bare) if sender_bare else []
+        ranked = [r for r in records if r.trust.usable] + records
+        best = ranked[0] if ranked else None
+        return EncryptionInfo(
+            timestamp=envelope.timestamp,
+            cipher=envelope.cipher,
+            recipient_fingerprint=recipient_fingerprint,
+            sender_fingerprint=best.fingerprint if best else None,
+            delay=delay,
+            sender_trust=best.trust if best else None,
+        )
+
+    def _error_answer(self, stanza: StanzaBase, verdict: ErrorAnswer) -> StanzaBase:
+        """An error answering one of our encrypted stanzas: its id mapped back."""
+        stanza.xml.set("id", verdict.inner_id)
+        if verdict.unsupported:
+            self.xmpp.event("objenc_unsupported", UnsupportedEvent(stanza, verdict.peer))
+        for condition in verdict.rejected:
+            self.xmpp.event("objenc_rejected", PeerRejectedEvent(stanza, verdict.peer, condition))
+        return stanza
+
+    def _reply(self, stanza: StanzaBase, reply: ErrorReply | None) -> None:
+        """Send the error stanza the core decided on, if any."""
+        if reply is None:
+            return
+        answer = type(stanza)(self.xmpp)
+        answer["to"] = JID(reply.to)
+        if reply.id:
+            answer["id"] = reply.id
+        answer["type"] = "error"
+        answer.xml.append(ET.Element(_E2E_TAG))
+        answer["error"]["type"] = reply.error_type
+        answer["error"]["condition"] = reply.condition
+        answer["error"].xml.append(ET.Element(qname(NS_E2E_ERRORS, reply.e2e_condition)))
+        answer.send()
+
+    # -- the archive ---------------------------------------------------------
+
+    async def fetch_archive(
+        self,
+        with_jid: JID | str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        max_items: int = 100,
+    ) -> list[ArchivedMessage]:
+        """Messages from our server archive (XEP-0313), decrypted and checked
+        against the archive's own stamps (see ``ObjEnc.fetch_archive``)."""
+        mam = self.xmpp.plugin.get("xep_0313", None)
+        if mam is None:
+            raise EncryptionError("fetch_archive needs the xep_0313 plugin")
+        result = await mam.retrieve(
+            with_jid=JID(with_jid) if with_jid else None,
+            start=start,
+            end=end,
+            rsm={"max": max_items},
+        )
+        archived = []
+        for wrapper in result["mam"]["results"]:
+            element = wrapper.xml.find(_ARCHIVED_MESSAGE)
+            if element is None:
+                continue
+            info = self._info.get(element)
+            error = None if info is not None else self._archive_errors.get(wrapper.xml)
+            archived.append(ArchivedMessage(self.xmpp._build_stanza(element), info, error))
+        return archived

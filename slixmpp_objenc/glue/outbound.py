@@ -1,0 +1,248 @@
+"""Outbound: the ``out`` and ``out_sce`` filters execute the core's plan.
+
+The ``out`` stage (before XEP-0198 queues a stanza) asks
+:func:`~slixmpp_objenc.core.send.plan` what to do and does it: lets the stanza
+through, remembers the recipients, parks it until keys, discovery or a key
+decision are there (it then goes through every filter again), or drops it
+and reports (fail closed). The ``out_sce`` stage seals in place, so an
+XEP-0198 resend can only ever carry the ciphertext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import weakref
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from slixmpp import Iq, Message, Presence
+from slixmpp.xmlstream import StanzaBase, tostring
+
+from ..core import BlockCipher, EncryptionError, PeerCertificate, Recipient, seal
+from ..core.constants import NS_OBJENC, qname
+from ..core.receive import NS_EME
+from ..core.send import (
+    Encrypt,
+    OutboundContext,
+    Outgoing,
+    Refuse,
+    StripError,
+    Wait,
+    plan,
+)
+from ..events import EncryptionFailedEvent
+from .common import Tasks, address, dispatch_local, scrub, strip_error
+from .directory import KeyDirectory
+from .persistence import Persistence
+
+__all__ = ["EME_NAME", "Outbound"]
+
+log = logging.getLogger(__name__)
+
+NS_HINTS: Final = "urn:xmpp:hints"
+EME_NAME: Final = "Object Encryption"
+_HINTS_PREFIX: Final = f"{{{NS_HINTS}}}"
+_E2E_TAG: Final = qname(NS_OBJENC, "e2e")
+_EME_TAG: Final = qname(NS_EME, "encryption")
+_BODY_TAG: Final = qname("jabber:client", "body")
+_MUC_TAG: Final = qname("http://jabber.org/protocol/muc", "x")
+_STORE_TAG: Final = qname(NS_HINTS, "store")
+_NO_STORE: Final = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
+_OUTSIDE_OK: Final = frozenset({_EME_TAG, _BODY_TAG})
+
+
+class Outbound:
+    """The sending side of the plugin: plans, holds, parks and seals."""
+
+    def __init__(
+        self,
+        xmpp: Any,
+        context: OutboundContext,
+        directory: KeyDirectory,
+        persistence: Persistence,
+        tasks: Tasks,
+        *,
+        cipher: BlockCipher,
+        random_bytes: Callable[[int], bytes],
+        padding: int,
+        fallback_body: str | None,
+    ) -> None:
+        self.xmpp = xmpp
+        self.context = context
+        self._directory = directory
+        self._persistence = persistence
+        self._tasks = tasks
+        self.cipher = cipher
+        self.random_bytes = random_bytes
+        self.padding = padding
+        self.fallback_body = fallback_body
+        self._pending: weakref.WeakKeyDictionary[ET.Element, Encrypt] = weakref.WeakKeyDictionary()
+        self._sealed: weakref.WeakKeyDictionary[ET.Element, tuple[Any, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._holds: dict[str, asyncio.Future[None]] = {}
+
+    # -- the 'out' stage ---------------------------------------------------------
+
+    def outgoing(self, stanza: StanzaBase) -> Outgoing:
+        """What the send decision needs to know of ``stanza``."""
+        xml = stanza.xml
+        e2e = xml.find(_E2E_TAG)
+        return Outgoing(
+            kind=stanza.name,
+            type=xml.get("type", ""),
+            to=address(stanza["to"]),
+            id=xml.get("id", ""),
+            sealed=e2e is not None,
+            changed_since_sealed=e2e is not None and self._changed_since_sealed(xml, e2e),
+            muc_join=isinstance(stanza, Presence) and xml.find(_MUC_TAG) is not None,
+        )
+
+    def _changed_since_sealed(self, xml: ET.Element, e2e: ET.Element) -> bool:
+        snapshot = self._sealed.get(xml)
+        if snapshot is not None:
+            return _children_snapshot(xml) != snapshot
+        return any(
+            c is not e2e and not c.tag.startswith(_HINTS_PREFIX) and c.tag not in _OUTSIDE_OK
+            for c in xml
+        )
+
+    def plan(self, stanza: StanzaBase) -> StanzaBase | None:
+        """'out' stage, before XEP-0198 queues the stanza: decide, and drop what must
+        not go in the clear. Never waits: a stanza that needs our keys loaded, a
+        contact's certificates fetched, or a key change decided leaves the queue
+        and is sent again once that is done (the fetch itself must not queue
+        behind it)."""
+        if not isinstance(stanza, Message | Iq | Presence):
+            return stanza
+        decision = plan(self.outgoing(stanza), self.context)
+        if isinstance(decision, Encrypt):
+            self._pending[stanza.xml] = decision
+        elif isinstance(decision, StripError):
+            strip_error(stanza)  # errors are never encrypted: they carry nothing else
+        elif isinstance(decision, Wait):
+            self._tasks.spawn(self._send_when_resolved(stanza, decision.bare))
+            return None
+        elif isinstance(decision, Refuse):
+            self.refuse(stanza, EncryptionError(decision.reason))
+            return None
+        return stanza
+
+    async def _send_when_resolved(self, stanza: StanzaBase, bare: str) -> None:
+        """Wait for keys, discovery or a held key change, then send ``stanza`` again
+        through every filter (it is decided afresh)."""
+        try:
+            await self._persistence.loaded.wait()
+            if self._persistence.load_error is None:
+                await self.resolve(bare)
+        except Exception as exc:
+            self.refuse(stanza, exc)
+            return
+        directory = self._directory
+        if not directory.held(bare) and directory.would_discover(bare):
+            directory.remember_miss(bare)  # discovery could not run: do not loop
+        self.xmpp.send(stanza)
+
+    async def resolve(self, bare: str) -> list[PeerCertificate]:
+        """The contact's usable certificates (after discovery and any hold); empty
+        if there are none."""
+        directory = self._directory
+        if not directory.held(bare):
+            await directory.ensure_discovered(bare)
+        while self.context.hold_on_key_change and directory.pending(bare):
+            hold = self._holds.get(bare)
+            if hold is None or hold.done():
+                hold = asyncio.get_running_loop().create_future()
+                self._holds[bare] = hold
+            log.info("objenc: holding a stanza to %s until its key change is decided", bare)
+            await hold
+        return directory.usable(bare)
+
+    def release_hold(self, bare: str) -> None:
+        """A key decision was made: held stanzas go once nothing is pending."""
+        hold = self._holds.get(bare)
+        if hold is not None and not hold.done() and not self._directory.pending(bare):
+            hold.set_result(None)
+            del self._holds[bare]
+
+    def refuse(self, stanza: StanzaBase, error: Exception) -> None:
+        """Fail closed: not sent; the application hears of it; a pending iq fails now."""
+        log.warning("objenc: not sending a stanza to %s: %s", stanza["to"], error)
+        self.xmpp.event("objenc_encryption_failed", EncryptionFailedEvent(stanza, error))
+        if isinstance(stanza, Iq) and stanza["type"] in ("get", "set") and stanza["id"]:
+            failure = Iq(self.xmpp)
+            failure["id"] = stanza["id"]
+            failure["from"] = stanza["to"]
+            failure["to"] = self.xmpp.boundjid
+            failure["type"] = "error"
+            failure["error"]["type"] = "cancel"
+            failure["error"]["condition"] = "policy-violation"
+            failure["error"]["text"] = f"objenc: not sent: {error}"
+            self.xmpp.loop.call_soon(dispatch_local, self.xmpp, failure)
+
+    # -- the 'out_sce' stage -----------------------------------------------------
+
+    def seal(self, stanza: StanzaBase) -> StanzaBase | None:
+        """'out_sce' stage: encrypt in place, so a resend can only carry the ciphertext."""
+        decision = self._pending.pop(stanza.xml, None)
+        if decision is None:
+            return stanza
+        try:
+            self.seal_stanza(stanza, decision.recipients)
+        except Exception as exc:
+            log.exception("objenc: encryption failed; the stanza is not sent")
+            scrub(stanza)
+            self.xmpp.event("objenc_encryption_failed", EncryptionFailedEvent(stanza, exc))
+            return None
+        return stanza
+
+    def seal_stanza(self, stanza: StanzaBase, recipients: Sequence[PeerCertificate]) -> None:
+        """Replace ``stanza``'s content with an ``<e2e/>`` for ``recipients`` (steps 1-11)."""
+        xml = stanza.xml
+        had_from = "from" in xml.attrib
+        if not had_from:
+            xml.set("from", self.xmpp.boundjid.full)
+        try:
+            stanza_string = tostring(xml, top_level=True).encode("utf-8")
+        finally:
+            if not had_from:
+                del xml.attrib["from"]
+        timestamp = self._persistence.next_timestamp()
+        named = len(recipients) > 1  # one <key/> per certificate, each named
+        e2e = seal(
+            stanza_string,
+            [Recipient(p.public_key, p.fingerprint if named else None) for p in recipients],
+            timestamp=timestamp,
+            cipher=self.cipher,
+            random_bytes=self.random_bytes,
+            pad_to=self.padding,
+        )
+        inner_id = xml.get("id", "")
+        outer_id = self.xmpp.new_id()
+        hints = [copy.copy(child) for child in xml if child.tag.startswith(_HINTS_PREFIX)]
+        has_body = isinstance(stanza, Message) and xml.find(_BODY_TAG) is not None
+        archivable = has_body and not any(h.tag in _NO_STORE for h in hints)
+        scrub(stanza)
+        xml.set("id", outer_id)
+        xml.append(e2e)
+        # Processing hints are for the server: they stay outside (and inside).
+        for hint in hints:
+            xml.append(hint)
+        if archivable and not any(h.tag == _STORE_TAG for h in hints):
+            ET.SubElement(xml, _STORE_TAG)
+        if isinstance(stanza, Message):
+            # XEP-0380: clients without this protocol say why they see nothing...
+            ET.SubElement(xml, _EME_TAG, {"namespace": NS_OBJENC, "name": EME_NAME})
+            if has_body and self.fallback_body:  # ...and an honest notice, not the message
+                ET.SubElement(xml, _BODY_TAG).text = self.fallback_body
+        self._sealed[xml] = _children_snapshot(xml)
+        self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]))
+
+
+def _children_snapshot(xml: ET.Element) -> tuple[Any, ...]:
+    """What a sealed stanza looked like: its children, their texts and attributes
+    (cheap: no serialization), so a changed object sent again is caught."""
+    return tuple((id(c), c.tag, c.text, tuple(c.items()), len(c)) for c in xml)
