@@ -12,7 +12,7 @@ the protocol (:class:`ErrorAnswer`); 2, opened and fresh (:class:`Delivered`);
 3, opened but stale (:class:`BadTimestamp`); 4, cannot be opened or
 contradicts the outer addressing (:class:`DecryptionFailed`). Carbons
 (XEP-0280) and archive results (XEP-0313) are opened here too
-(PROTOCOL.md 5.4); plaintext is refused or passed (5.2, 5.5).
+(PROTOCOL.md 5.4); plaintext is refused or passed (4, 5.5).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Unavailable(Verdict):
 
 @dataclass(frozen=True, slots=True)
 class PlaintextRefused(Verdict):
-    """Plaintext where only ciphertext may come (PROTOCOL.md 5.2): dropped, reported."""
+    """Plaintext where only ciphertext may come (PROTOCOL.md 4): dropped, reported."""
 
 
 PASS: Final = Pass()

@@ -92,7 +92,7 @@ def recipients(
     own_devices: Sequence[PeerCertificate] = (),
     own: PeerCertificate | None = None,
 ) -> tuple[PeerCertificate, ...]:
-    """Every certificate a stanza to a contact is encrypted to (PROTOCOL.md 3.2):
+    """Every certificate a stanza to a contact is encrypted to (PROTOCOL.md 3, step 9):
     the contact's usable ones, then our account's other devices (carbons, our
     other clients), then our own (sent messages stay readable in the archive);
     each once, in that order. Empty when the contact has none."""
@@ -171,7 +171,8 @@ def refuse_plaintext(
     is_room: Callable[[str], bool] = lambda _bare: False,
 ) -> bool:
     """Whether an unencrypted stanza is dropped because its sender's client is
-    known to encrypt (PROTOCOL.md 5.2): the server could have injected it.
+    known to encrypt (PROTOCOL.md 4, receivers' rules): the server could
+    have injected it.
 
     Never presence; never from servers, bare JIDs or our own account; never
     groupchat, or from a room we joined.
@@ -203,7 +204,7 @@ def refuse_forwarded_plaintext(
     return bool(bare) and sticky(bare)
 
 
-# -- error replies (PROTOCOL.md section 7) -------------------------------------
+# -- error replies (PROTOCOL.md 5.2) -------------------------------------
 
 
 class ErrorBudget:
@@ -274,7 +275,7 @@ def error_reply(
     kind_type: str, failure: str, sender: Address, stanza_id: str, policy: ReplyPolicy
 ) -> ErrorReply | None:
     """The error stanza answering a stanza refused for ``failure``, or ``None``
-    (PROTOCOL.md section 7).
+    (PROTOCOL.md 5.2).
 
     ``undecryptable``/``forged`` get ``<bad-request/><decryption-failed/>``
     and ``old``/``future``/``decreasing`` ``<not-acceptable/><bad-timestamp/>``
