@@ -179,7 +179,7 @@ class Inbound:
             delivered = self.xmpp._build_stanza(verdict.inner)
             self._info[delivered.xml] = info
         if verdict.admission is not None:
-            self._persistence.admitted(verdict.admission, self.context.replay_guard.floor_ms)
+            self._persistence.admitted(verdict.admission, self.context.replay_guard)
         if verdict.sender_bare is not None and verdict.forwarded is None:
             self._directory.forget_miss(verdict.sender_bare)  # it uses this protocol
         if verdict.require_encryption is not None:

@@ -169,9 +169,10 @@ class Persistence:
     def set_setting(self, key: str, value: str | None) -> None:
         self.write(lambda: self.storage.set_setting(key, value))
 
-    def admitted(self, admission: Admission, floor_ms: int) -> None:
+    def admitted(self, admission: Admission, guard: ReplayGuard) -> None:
         """Keep what the replay guard admitted, and its floor when it moved (only
         when a digest was forgotten)."""
+        floor_ms = guard.floor_ms
         self.write(
             lambda: self.storage.record_admitted(
                 admission.sender, admission.timestamp_ms, admission.received_ms, admission.digest
