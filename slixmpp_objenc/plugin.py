@@ -44,6 +44,7 @@ from .glue.directory import NODE_CERTS, KeyDirectory
 from .glue.inbound import Inbound
 from .glue.outbound import Outbound
 from .glue.persistence import Persistence, default_storage, identity_from_config
+from .glue.resources import OwnResources
 from .glue.verification import Verification
 from .keyring import Keyring
 from .stanza import Certificate, register_stanza_plugins
@@ -158,6 +159,9 @@ class ObjEnc(BasePlugin):
         )
         exchanges = Exchanges()
         loaded = self.persistence.loaded
+        self.resources = OwnResources(
+            self.xmpp, self.tasks, timeout=float(config.get("discovery_timeout", 10.0))
+        )
         self.outbound = Outbound(
             self.xmpp,
             OutboundContext(
@@ -168,6 +172,7 @@ class ObjEnc(BasePlugin):
                 ready=loaded.is_set,
                 load_error=lambda: self.persistence.load_error,
                 is_room=functools.partial(is_room, self.xmpp),
+                encrypting_own_resource=self.resources.encrypting,
                 hold_on_key_change=bool(config.get("hold_on_key_change", True)),
             ),
             self.directory,
@@ -190,6 +195,7 @@ class ObjEnc(BasePlugin):
                 sticky=self.keyring.sticky,
                 is_room=functools.partial(is_room, self.xmpp),
                 handles_mechanism=functools.partial(handles_mechanism, self.xmpp),
+                encrypting_own_resource=self.resources.encrypting,
                 ready=loaded.is_set,
                 refuse_plaintext=bool(config.get("refuse_plaintext", True)),
                 replies=ReplyPolicy(
@@ -202,6 +208,7 @@ class ObjEnc(BasePlugin):
             self.directory,
             self.persistence,
             self.keyring,
+            self.resources,
         )
         self.verification = Verification(
             self.xmpp,
@@ -218,6 +225,8 @@ class ObjEnc(BasePlugin):
             ("objenc_certs_publish", self.directory.on_notified),
             ("objenc_certs_retract", self.directory.on_notified),
             ("changed_subscription", self.directory.on_subscription_changed),
+            ("presence_available", self.resources.on_presence),
+            ("presence_unavailable", self.resources.on_presence),
         )
         self.xmpp.add_filter("out", self.outbound.plan)
         self.xmpp.add_filter("out_sce", self.outbound.seal)

@@ -41,6 +41,7 @@ from .exchanges import Exchanges
 from .rules import (
     ErrorBudget,
     ErrorReply,
+    PlainStanza,
     ReplyPolicy,
     consistent,
     error_reply,
@@ -70,6 +71,7 @@ __all__ = [
     "Received",
     "Unavailable",
     "Verdict",
+    "condition_only",
     "decide",
     "own_server_delay",
 ]
@@ -86,6 +88,11 @@ _E2E: Final = qname(NS_OBJENC, "e2e")
 _DELAY: Final = qname(NS_DELAY, "delay")
 _EME: Final = qname(NS_EME, "encryption")
 _ERROR: Final = qname(NS_CLIENT, "error")
+_TEXT: Final = qname(NS_STANZAS, "text")
+_CONDITION_NAMESPACES: Final = (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
+_PEP_EVENT: Final = qname("http://jabber.org/protocol/pubsub#event", "event")
+_BODY: Final = qname(NS_CLIENT, "body")
+_SUBJECT: Final = qname(NS_CLIENT, "subject")
 _FORWARDED: Final = qname(NS_FORWARD, "forwarded")
 _MESSAGE: Final = qname(NS_CLIENT, "message")
 _WRAPPERS: Final = (
@@ -130,6 +137,8 @@ class InboundContext:
     """Whether a bare JID is a multi-user chat room we joined."""
     handles_mechanism: Callable[[str], bool] = lambda _namespace: False
     """Whether another loaded plugin handles this XEP-0380 mechanism namespace."""
+    encrypting_own_resource: Callable[[str], bool] = lambda _full: False
+    """Whether a full JID of our own account is a client that announces this protocol."""
     ready: Callable[[], bool] = lambda: True
     """False while our keys are loading: encrypted stanzas wait (:data:`PARK`)."""
     refuse_plaintext: bool = True
@@ -197,8 +206,6 @@ class Delivered(Verdict):
     """Our server's delay stamp (offline) or the archive's stamp."""
     admission: Admission | None = None
     """What the replay guard admitted, to persist; ``None`` when nothing is to be kept."""
-    require_encryption: str | None = None
-    """A bare JID from now on never answered in the clear (it encrypts)."""
     forwarded: ET.Element | None = None
     """For a carbon or archive result: the ``<forwarded/>`` whose message is to
     be replaced by :attr:`inner` in place (slixmpp's own handlers then see it)."""
@@ -243,8 +250,9 @@ class ForeignEncryption(Verdict):
 
 @dataclass(frozen=True, slots=True)
 class ErrorAnswer(Verdict):
-    """An error answering one of our encrypted stanzas (case 1 seen from the
-    sender): its id is to be mapped back to :attr:`inner_id`."""
+    """A plaintext error answering one of our encrypted stanzas (case 1 seen from
+    the sender): delivered stripped to its type and condition (it is not
+    encrypted: no text, no payload), its id set to :attr:`inner_id`."""
 
     inner_id: str
     peer: str
@@ -270,8 +278,9 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
     if kind not in STANZA_KINDS:
         return PASS
     kind_type = xml.get("type", "")
-    if kind_type == "error":
-        return _error_answer(received, ctx)
+    if kind_type == "error":  # never opened: errors are never encrypted
+        answer = _error_answer(received, kind, ctx)
+        return answer if answer is not None else _decide_plaintext(received, kind, kind_type, ctx)
     if kind == "message" and xml.find(_FORWARDED) is None:
         forwarded = _forwarded_message(xml)
         if forwarded is not None:
@@ -314,7 +323,13 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
     except StaleStanza as stale:
         reply = error_reply(kind_type, stale.reason, sender, stanza_id, ctx.replies)
         return BadTimestamp(stale.reason, envelope.timestamp, inner, reply)
-    inner_id = inner.get("id")
+    inner_id = inner.get("id", "")
+    if kind == "iq" and inner.get("type") in ("result", "error"):
+        requested_from = ctx.exchanges.pending_request(inner_id)
+        if requested_from is not None:
+            if requested_from != sender.full:
+                return DecryptionFailed("forged")  # only the JID asked may answer
+            ctx.exchanges.request_answered(inner_id)
     if inner_id:  # answers to it must be encrypted (or, for errors, empty)
         ctx.exchanges.received(sender.full, inner_id)
     return Delivered(
@@ -324,8 +339,6 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         sender.bare,
         delay,
         Admission(sender.full, to_ms(envelope.timestamp), to_ms(now), envelope.digest),
-        # It encrypts: never answer it in the clear from now on.
-        None if ctx.sticky(sender.bare) else sender.bare,
     )
 
 
@@ -374,50 +387,95 @@ def _readdressed(inner: ET.Element, outer: ET.Element) -> ET.Element:
     return inner
 
 
-def _error_answer(received: Received, ctx: InboundContext) -> Verdict:
-    """An error stanza: if it answers one of our encrypted stanzas (and comes from
-    the peer we sent it to), map it back and say what it means."""
+def _error_answer(received: Received, kind: str, ctx: InboundContext) -> Verdict | None:
+    """A plaintext error answering one of our encrypted stanzas: by its outer id
+    from the peer we sent it to (mapped back, with what it means), or, for an
+    iq request, by its inner id from anyone (it fails the request at once).
+    ``None``: it answers nothing of ours that was encrypted."""
     xml = received.element
-    outer_id = xml.get("id", "")
-    mapped = ctx.exchanges.sent_to(outer_id)
-    if mapped is None:
-        return PASS
-    inner_id, sent_to = mapped
+    stanza_id = xml.get("id", "")
     sender = received.sender
-    try:
-        if sender.bare and ctx.parse(sent_to).bare != sender.bare:
-            return PASS  # only the peer we sent to may answer for it
-    except ValueError:
-        return PASS
-    ctx.exchanges.answered(outer_id)
-    error = xml.find(_ERROR)
-    if error is None:
-        return ErrorAnswer(inner_id, sender.full, False, ())
-    unsupported = error.find(qname(NS_STANZAS, "service-unavailable")) is not None
-    rejected = tuple(
-        condition
-        for condition in ("decryption-failed", "bad-timestamp")
-        if error.find(qname(NS_E2E_ERRORS, condition)) is not None
-    )
-    return ErrorAnswer(inner_id, sender.full, unsupported, rejected)
+    mapped = ctx.exchanges.sent_to(stanza_id)
+    if mapped is not None:
+        inner_id, sent_to = mapped
+        try:
+            from_peer = not sender.bare or ctx.parse(sent_to).bare == sender.bare
+        except ValueError:
+            from_peer = False
+        if from_peer:
+            ctx.exchanges.answered(stanza_id)
+            ctx.exchanges.request_answered(inner_id)
+            error = xml.find(_ERROR)
+            if error is None:
+                return ErrorAnswer(inner_id, sender.full, False, ())
+            unsupported = error.find(qname(NS_STANZAS, "service-unavailable")) is not None
+            rejected = tuple(
+                condition
+                for condition in ("decryption-failed", "bad-timestamp")
+                if error.find(qname(NS_E2E_ERRORS, condition)) is not None
+            )
+            return ErrorAnswer(inner_id, sender.full, unsupported, rejected)
+    if kind == "iq" and ctx.exchanges.pending_request(stanza_id) is not None:
+        ctx.exchanges.request_answered(stanza_id)
+        return ErrorAnswer(stanza_id, sender.full, False, ())
+    return None
+
+
+def condition_only(xml: ET.Element) -> bool:
+    """An error stanza that carries only its type and condition(s): an
+    ``<error/>`` whose children are defined conditions (no ``<text/>``), and
+    at most an empty ``<e2e/>`` beside it."""
+    has_error = False
+    for child in xml:
+        if child.tag == _ERROR:
+            has_error = True
+            for condition in child:
+                if condition.tag == _TEXT or not condition.tag.startswith(_CONDITION_NAMESPACES):
+                    return False
+        elif child.tag == _E2E and len(child) == 0 and not (child.text or "").strip():
+            continue
+        elif child.tag == _DELAY:
+            continue  # added by a server, says nothing
+        else:
+            return False
+    return has_error
 
 
 def _decide_plaintext(
     received: Received, kind: str, kind_type: str, ctx: InboundContext
 ) -> Verdict:
+    xml = received.element
+    sender = received.sender
+    stanza_id = xml.get("id", "")
     if kind == "message":
-        eme = received.element.find(_EME)
+        eme = xml.find(_EME)
         if eme is not None:
             namespace = eme.get("namespace", "")
             if foreign_mechanism(namespace, ctx.handles_mechanism):
                 return ForeignEncryption(namespace, eme.get("name", ""))
-    if ctx.refuse_plaintext and refuse_plaintext(
+    if kind == "iq" and kind_type == "result" and ctx.exchanges.pending_request(stanza_id):
+        return PLAINTEXT_REFUSED  # a result for an encrypted request must be encrypted
+    if not ctx.refuse_plaintext:
+        return PASS
+    plain = PlainStanza(
         kind,
         kind_type,
-        received.sender,
-        own_bare=ctx.own.bare,
+        sender,
+        answers_our_request=kind == "iq"
+        and kind_type in ("result", "error")
+        and ctx.exchanges.answers_plain_request(sender.full, stanza_id),
+        pep_event=kind == "message"
+        and xml.find(_PEP_EVENT) is not None
+        and xml.find(_BODY) is None
+        and xml.find(_SUBJECT) is None,
+        condition_only=kind_type == "error" and condition_only(xml),
+    )
+    if refuse_plaintext(
+        plain,
+        own=ctx.own,
         sticky=ctx.sticky,
         is_room=ctx.is_room,
+        encrypting_own_resource=ctx.encrypting_own_resource,
     ):
         return PLAINTEXT_REFUSED
     return PASS
@@ -462,7 +520,12 @@ def _decide_forwarded(
             not archived
             and ctx.refuse_plaintext
             and refuse_forwarded_plaintext(
-                message.get("type", ""), contact, parse=ctx.parse, sticky=ctx.sticky
+                message.get("type", ""),
+                contact,
+                parse=ctx.parse,
+                sticky=ctx.sticky,
+                is_room=ctx.is_room,
+                condition_only=message.get("type") == "error" and condition_only(message),
             )
         ):
             return PLAINTEXT_REFUSED

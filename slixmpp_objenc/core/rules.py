@@ -30,6 +30,7 @@ __all__ = [
     "PROFILE_DRAFT",
     "ErrorBudget",
     "ErrorReply",
+    "PlainStanza",
     "ReplyPolicy",
     "candidate",
     "choose_profile",
@@ -62,19 +63,23 @@ def candidate(
     sealed: bool = False,
     muc_join: bool = False,
     is_room: Callable[[str], bool] = lambda _bare: False,
+    encrypting_own_resource: Callable[[str], bool] = lambda _full: False,
 ) -> str | None:
     """The bare JID a stanza would be encrypted for, or ``None`` if this kind of
     stanza is never encrypted (PROTOCOL.md section 4).
 
     ``kind`` is ``message``, ``iq`` or ``presence``; ``sealed``: it already
     carries an ``<e2e/>``; ``muc_join``: a presence with a MUC ``<x/>``;
-    ``is_room``: whether a bare JID is a room we joined.
+    ``is_room``: whether a bare JID is a room we joined;
+    ``encrypting_own_resource``: whether a full JID of our own account is a
+    client that announces this protocol (it is encrypted to like a contact;
+    our bare JID, our own resource and other clients of ours are not).
     """
     if kind not in ("message", "iq", "presence") or sealed or kind_type == "error":
         return None
     if not to.bare or not to.local:
         return None  # no recipient, or a server
-    if to.bare == own_bare:
+    if to.bare == own_bare and not (to.resource and encrypting_own_resource(to.full)):
         return None  # our own account: the server answers on its behalf
     if kind == "message" and kind_type not in ENCRYPTED_MESSAGE_TYPES:
         return None  # groupchat
@@ -161,47 +166,86 @@ def foreign_mechanism(eme_namespace: str | None, handled: Callable[[str], bool])
     return eme_namespace is not None and eme_namespace != NS_OBJENC and not handled(eme_namespace)
 
 
+@dataclass(frozen=True, slots=True)
+class PlainStanza:
+    """What the plaintext rule looks at in one unencrypted stanza."""
+
+    kind: str
+    type: str
+    sender: Address
+    answers_our_request: bool = False
+    """An iq result or error whose id is that of a plaintext request we sent to
+    exactly this sender (PEP items, disco, vCard...)."""
+    pep_event: bool = False
+    """A message carrying a PEP notification (XEP-0163) and no body or subject."""
+    condition_only: bool = False
+    """An error that carries only its type and condition: no ``<text/>``, no
+    payload besides an empty ``<e2e/>``."""
+
+
 def refuse_plaintext(
-    kind: str,
-    kind_type: str,
-    sender: Address,
+    stanza: PlainStanza,
     *,
-    own_bare: str,
+    own: Address,
     sticky: Callable[[str], bool],
     is_room: Callable[[str], bool] = lambda _bare: False,
+    encrypting_own_resource: Callable[[str], bool] = lambda _full: False,
 ) -> bool:
-    """Whether an unencrypted stanza is dropped because its sender's client is
-    known to encrypt (PROTOCOL.md 4, receivers' rules): the server could
-    have injected it.
+    """Whether an unencrypted stanza is refused (PROTOCOL.md 4, receivers' rules):
+    the server could have injected it.
 
-    Never presence; never from servers, bare JIDs or our own account; never
-    groupchat, or from a room we joined.
+    Once a contact is known to encrypt (``sticky``: a certificate is held for
+    it, or encryption is required), every message and iq from its bare or
+    full JIDs that is not encrypted is refused, of any type (``groupchat``
+    too, unless from a room we joined), except: results and errors answering
+    a plaintext request we sent to that very JID, PEP notifications from the
+    bare JID, and errors that carry only a condition. Receipts and chat
+    markers are not excepted: a client that encrypts sends them encrypted.
+    The same holds for our own other clients that announce this protocol
+    (``encrypting_own_resource``). Never presence; never a server (the
+    contact's domain included), our own bare JID, or our server.
     """
-    if kind == "presence":
+    sender = stanza.sender
+    if stanza.kind == "presence" or not sender.bare or not sender.local:
+        return False  # presence, servers
+    if stanza.answers_our_request or (stanza.type == "error" and stanza.condition_only):
         return False
-    if not sender.bare or not sender.resource or sender.bare == own_bare:
-        return False  # servers, PEP events, our own account
-    if kind == "message" and kind_type not in ENCRYPTED_MESSAGE_TYPES:
+    if sender.bare == own.bare:
+        # Our own account: the server on our behalf (bare), or another client of
+        # ours, which must encrypt once it announces this protocol.
+        return (
+            bool(sender.resource)
+            and sender.resource != own.resource
+            and (encrypting_own_resource(sender.full))
+        )
+    if not sticky(sender.bare) or is_room(sender.bare):
         return False
-    return sticky(sender.bare) and not is_room(sender.bare)
+    return not (stanza.pep_event and not sender.resource)
 
 
 def refuse_forwarded_plaintext(
-    kind_type: str, contact: str, *, parse: AddressParser, sticky: Callable[[str], bool]
+    kind_type: str,
+    contact: str,
+    *,
+    parse: AddressParser,
+    sticky: Callable[[str], bool],
+    is_room: Callable[[str], bool] = lambda _bare: False,
+    condition_only: bool = False,
 ) -> bool:
     """A live carbon (XEP-0280) in the clear of a conversation with a contact
-    known to encrypt is refused like the plaintext itself (PROTOCOL.md 5.4).
+    known to encrypt is refused like the plaintext itself (PROTOCOL.md 5.4),
+    whatever its type, unless a condition-only error or from a room.
 
     ``contact`` is the forwarded message's ``to`` for a sent carbon, its
     ``from`` for a received one; an unparsable one is refused.
     """
-    if kind_type not in ENCRYPTED_MESSAGE_TYPES:
+    if kind_type == "error" and condition_only:
         return False
     try:
         bare = parse(contact).bare
     except ValueError:
         return True
-    return bool(bare) and sticky(bare)
+    return bool(bare) and sticky(bare) and not is_room(bare)
 
 
 # -- error replies (PROTOCOL.md 5.2) -------------------------------------

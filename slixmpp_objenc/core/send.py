@@ -90,6 +90,8 @@ class OutboundContext:
     load_error: Callable[[], BaseException | None] = lambda: None
     """Why our keys could not be loaded: candidates are refused (fail closed)."""
     is_room: Callable[[str], bool] = lambda _bare: False
+    encrypting_own_resource: Callable[[str], bool] = lambda _full: False
+    """Whether a full JID of our own account is a client that announces this protocol."""
     hold_on_key_change: bool = True
 
 
@@ -148,8 +150,23 @@ def plan(stanza: Outgoing, ctx: OutboundContext) -> Plan:
     stanza; candidates wait for our keys, a pending key decision or
     discovery, then are encrypted to every usable certificate of the
     contact and of our own account, or refused if the contact is known to
-    encrypt (or this answers an encrypted stanza) and none is usable.
+    encrypt (or this answers an encrypted stanza, or goes to another client
+    of ours that encrypts) and none is usable. An iq request sent in the
+    clear is remembered: its answer may come back in the clear.
     """
+    decision = _decide(stanza, ctx)
+    if (
+        decision is SEND_CLEAR
+        and stanza.kind == "iq"
+        and stanza.type in ("get", "set")
+        and not stanza.sealed
+    ):
+        # Its answer may come back in the clear, from exactly this address.
+        ctx.exchanges.plain_request(stanza.to.full, stanza.id)
+    return decision
+
+
+def _decide(stanza: Outgoing, ctx: OutboundContext) -> Plan:
     answers_encrypted = ctx.exchanges.answers_encrypted(stanza.to.full, stanza.id)
     if stanza.type == "error":
         return STRIP_ERROR if answers_encrypted else SEND_CLEAR
@@ -164,6 +181,7 @@ def plan(stanza: Outgoing, ctx: OutboundContext) -> Plan:
         own_bare=ctx.own_bare,
         muc_join=stanza.muc_join,
         is_room=ctx.is_room,
+        encrypting_own_resource=ctx.encrypting_own_resource,
     )
     if bare is None:
         return Refuse("an answer to an encrypted stanza") if answers_encrypted else SEND_CLEAR
@@ -180,7 +198,7 @@ def plan(stanza: Outgoing, ctx: OutboundContext) -> Plan:
         if profile is None:
             return Refuse(f"no wire profile every certificate of {bare} can open")
         return Encrypt(chosen, profile)
-    if directory.sticky(bare) or answers_encrypted:
+    if bare == ctx.own_bare or directory.sticky(bare) or answers_encrypted:
         return Refuse(
             f"{bare} has been seen with a certificate (or encryption is required), "
             "but no usable certificate is held: not sending in the clear"

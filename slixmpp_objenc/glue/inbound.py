@@ -48,9 +48,10 @@ from ..events import (
     UnsupportedEvent,
 )
 from ..keyring import Keyring
-from .common import address, dispatch_local
+from .common import address, dispatch_local, strip_error
 from .directory import KeyDirectory
 from .persistence import Persistence
+from .resources import OwnResources
 
 __all__ = ["Inbound"]
 
@@ -73,8 +74,10 @@ class Inbound:
         directory: KeyDirectory,
         persistence: Persistence,
         keyring: Keyring,
+        resources: OwnResources,
     ) -> None:
         self.xmpp = xmpp
+        self._resources = resources
         self.context = context
         self._directory = directory
         self._persistence = persistence
@@ -182,9 +185,8 @@ class Inbound:
             self._persistence.admitted(verdict.admission, self.context.replay_guard)
         if verdict.sender_bare is not None and verdict.forwarded is None:
             self._directory.forget_miss(verdict.sender_bare)  # it uses this protocol
-        if verdict.require_encryption is not None:
-            key, value = self._keyring.require_now(verdict.require_encryption)
-            self._persistence.set_setting(key, value)
+            if verdict.admission is not None:
+                self._resources.encrypts(verdict.admission.sender)
         self.xmpp.event("objenc_decrypted", delivered)
         return delivered
 
@@ -210,13 +212,16 @@ class Inbound:
         )
 
     def _error_answer(self, stanza: StanzaBase, verdict: ErrorAnswer) -> StanzaBase:
-        """An error answering one of our encrypted stanzas: its id mapped back."""
+        """A plaintext error answering one of our encrypted stanzas: its id mapped
+        back, stripped to its condition (it was not encrypted)."""
+        strip_error(stanza)
         stanza.xml.set("id", verdict.inner_id)
+        stripped: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins
         if verdict.unsupported:
-            self.xmpp.event("objenc_unsupported", UnsupportedEvent(stanza, verdict.peer))
+            self.xmpp.event("objenc_unsupported", UnsupportedEvent(stripped, verdict.peer))
         for condition in verdict.rejected:
-            self.xmpp.event("objenc_rejected", PeerRejectedEvent(stanza, verdict.peer, condition))
-        return stanza
+            self.xmpp.event("objenc_rejected", PeerRejectedEvent(stripped, verdict.peer, condition))
+        return stripped
 
     def _reply(self, stanza: StanzaBase, reply: ErrorReply | None) -> None:
         """Send the error stanza the core decided on, if any."""

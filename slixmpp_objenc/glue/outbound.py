@@ -239,7 +239,8 @@ class Outbound:
             if has_body and self.fallback_body:  # ...and an honest notice, not the message
                 ET.SubElement(xml, _BODY_TAG).text = self.fallback_body
         self._sealed[xml] = _children_snapshot(xml)
-        self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]))
+        request = isinstance(stanza, Iq) and xml.get("type") in ("get", "set")
+        self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]), request=request)
 
 
 def _children_snapshot(xml: ET.Element) -> tuple[Any, ...]:

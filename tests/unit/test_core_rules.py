@@ -18,6 +18,7 @@ from slixmpp_objenc.core.rules import (
     PROFILE_DRAFT,
     ErrorBudget,
     ErrorReply,
+    PlainStanza,
     ReplyPolicy,
     candidate,
     choose_profile,
@@ -165,16 +166,39 @@ def test_candidate_never_to_our_own_bare_jid() -> None:
         assert candidate(kind, kind_type, own, own_bare=OWN_BARE) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PROTOCOL.md 4 encrypts iqs 'addressed to a full JID' and exempts only 'stanzas "
-    "to our own bare JID'; candidate() also exempts our own account's other full JIDs, so an "
-    "encrypted iq from our other device can only be answered by a refusal (see "
-    "test_core_send.py)",
-)
-def test_candidate_iq_to_our_own_other_device() -> None:
-    to = addr(f"{OWN_BARE}/phone")
-    assert candidate("iq", "result", to, own_bare=OWN_BARE) == OWN_BARE
+def test_candidate_our_own_other_clients() -> None:
+    """Another client of ours is encrypted to once it announces the protocol
+    (issue 9, kind 7); one that does not, our bare JID and our own resource never."""
+    phone, laptop = addr(f"{OWN_BARE}/phone"), addr(f"{OWN_BARE}/laptop")
+
+    def encrypting(full: str) -> bool:
+        return full == phone.full
+
+    for kind, kind_type in (("iq", "result"), ("iq", "get"), ("message", "chat")):
+        assert (
+            candidate(kind, kind_type, phone, own_bare=OWN_BARE, encrypting_own_resource=encrypting)
+            == OWN_BARE
+        )
+        assert (
+            candidate(
+                kind, kind_type, laptop, own_bare=OWN_BARE, encrypting_own_resource=encrypting
+            )
+            is None
+        )
+        assert candidate(kind, kind_type, phone, own_bare=OWN_BARE) is None
+    assert (
+        candidate(
+            "message", "chat", addr(OWN_BARE), own_bare=OWN_BARE, encrypting_own_resource=encrypting
+        )
+        is None
+    )
+    # still no groupchat, errors or subscriptions to it
+    assert (
+        candidate(
+            "message", "groupchat", phone, own_bare=OWN_BARE, encrypting_own_resource=encrypting
+        )
+        is None
+    )
 
 
 # -------------------------------------------------------------------------------------- recipients
@@ -338,11 +362,23 @@ def test_foreign_mechanism() -> None:
 
 # -------------------------------------------------------------------------------- refuse_plaintext
 
+OWN = Address(OWN_BARE, "orchard", "romeo")
+
+
+def plain(kind: str, kind_type: str, sender: str, **facts: bool) -> PlainStanza:
+    return PlainStanza(kind, kind_type, addr(sender), **facts)
+
+
+def refused_plain(stanza: PlainStanza, **kwargs: object) -> bool:
+    options: dict[str, object] = {"own": OWN, "sticky": sticky_contact}
+    options.update(kwargs)
+    return refuse_plaintext(stanza, **options)  # type: ignore[arg-type]
+
 
 @pytest.mark.parametrize(
     ("kind", "kind_type", "sender", "refused"),
     [
-        # from the client of a contact known to encrypt: refused
+        # from any address of a contact known to encrypt, bare or full: refused
         ("message", "chat", "juliet@capulet.net/balcony", True),
         ("message", "", "juliet@capulet.net/balcony", True),
         ("message", "normal", "juliet@capulet.net/balcony", True),
@@ -350,20 +386,23 @@ def test_foreign_mechanism() -> None:
         ("iq", "get", "juliet@capulet.net/balcony", True),
         ("iq", "set", "juliet@capulet.net/balcony", True),
         ("iq", "result", "juliet@capulet.net/balcony", True),
+        ("message", "chat", "juliet@capulet.net", True),  # the bare JID (issue 9, kind 2)
+        ("message", "headline", "juliet@capulet.net", True),
+        ("message", "normal", "juliet@capulet.net", True),  # e.g. "offline" from the bare JID
+        ("iq", "set", "juliet@capulet.net", True),
+        ("iq", "result", "juliet@capulet.net", True),  # not an answer to our request
+        ("message", "groupchat", "juliet@capulet.net/balcony", True),  # not a room we joined
+        ("message", "error", "juliet@capulet.net/balcony", True),  # with a body, say
         # presence never
         ("presence", "", "juliet@capulet.net/balcony", False),
         ("presence", "unavailable", "juliet@capulet.net/balcony", False),
         ("presence", "subscribe", "juliet@capulet.net", False),
-        # groupchat and error messages never
-        ("message", "groupchat", "juliet@capulet.net/balcony", False),
-        ("message", "error", "juliet@capulet.net/balcony", False),
-        # the bare JID (PEP events), servers, no sender
-        ("message", "headline", "juliet@capulet.net", False),
-        ("iq", "result", "juliet@capulet.net", False),
+        # servers (the contact's domain too), no sender
         ("message", "chat", "capulet.net", False),
         ("message", "chat", "capulet.net/announce", False),
         ("iq", "get", "", False),
-        # our own account, even though it encrypts
+        # our own account: the server on our behalf, and clients of ours not
+        # known to announce the protocol
         ("message", "chat", "romeo@example.net/phone", False),
         ("iq", "set", "romeo@example.net/phone", False),
         ("message", "headline", "romeo@example.net", False),
@@ -373,37 +412,70 @@ def test_foreign_mechanism() -> None:
     ],
 )
 def test_refuse_plaintext(kind: str, kind_type: str, sender: str, refused: bool) -> None:
-    result = refuse_plaintext(
-        kind, kind_type, addr(sender), own_bare=OWN_BARE, sticky=sticky_contact
-    )
-    assert result is refused
+    assert refused_plain(plain(kind, kind_type, sender)) is refused
+
+
+def test_refuse_plaintext_exceptions() -> None:
+    # results and errors answering our own plaintext request to that JID
+    for sender in ("juliet@capulet.net", "juliet@capulet.net/balcony"):
+        for kind_type in ("result", "error"):
+            answer = plain("iq", kind_type, sender, answers_our_request=True)
+            assert refused_plain(answer) is False
+    # PEP notifications from the bare JID only
+    assert refused_plain(plain("message", "headline", CONTACT, pep_event=True)) is False
+    assert refused_plain(plain("message", "", CONTACT, pep_event=True)) is False
+    full_event = plain("message", "headline", "juliet@capulet.net/balcony", pep_event=True)
+    assert refused_plain(full_event) is True
+    # errors that carry only a condition
+    for kind in ("message", "iq"):
+        for sender in (CONTACT, "juliet@capulet.net/balcony"):
+            assert refused_plain(plain(kind, "error", sender, condition_only=True)) is False
+            assert refused_plain(plain(kind, "error", sender)) is True
 
 
 def test_refuse_plaintext_never_from_a_room() -> None:
-    occupant = addr(f"{ROOM}/nurse")
-    for kind, kind_type in (("message", "chat"), ("message", ""), ("iq", "get")):
-        joined = refuse_plaintext(
-            kind, kind_type, occupant, own_bare=OWN_BARE, sticky=sticky_contact, is_room=is_room
-        )
-        assert joined is False
+    for kind, kind_type in (("message", "chat"), ("message", "groupchat"), ("iq", "get")):
+        occupant = plain(kind, kind_type, f"{ROOM}/nurse")
+        assert refused_plain(occupant, is_room=is_room) is False
         # were it not a room we joined, the sticky JID would be refused
-        other = refuse_plaintext(
-            kind, kind_type, occupant, own_bare=OWN_BARE, sticky=sticky_contact
-        )
-        assert other is True
+        assert refused_plain(occupant) is True
+
+
+def test_refuse_plaintext_from_our_own_clients_that_encrypt() -> None:
+    laptop = "romeo@example.net/laptop"
+
+    def encrypting(full: str) -> bool:
+        return full == laptop
+
+    for kind, kind_type in (("message", "chat"), ("iq", "set"), ("iq", "result")):
+        stanza = plain(kind, kind_type, laptop)
+        assert refused_plain(stanza, encrypting_own_resource=encrypting) is True
+        other = plain(kind, kind_type, "romeo@example.net/phone")  # not announcing it
+        assert refused_plain(other, encrypting_own_resource=encrypting) is False
+    # our own bare JID (the server on our behalf) and our own resource never
+    bare = plain("message", "headline", OWN_BARE)
+    assert refused_plain(bare, encrypting_own_resource=lambda _f: True) is False
+    ours = plain("message", "chat", OWN.full)
+    assert refused_plain(ours, encrypting_own_resource=lambda _f: True) is False
+    # answers to our plaintext requests (e.g. its disco#info) pass
+    answer = plain("iq", "result", laptop, answers_our_request=True)
+    assert refused_plain(answer, encrypting_own_resource=encrypting) is False
+    # presence never
+    presence = plain("presence", "", laptop)
+    assert refused_plain(presence, encrypting_own_resource=encrypting) is False
 
 
 def test_refuse_plaintext_follows_stickiness() -> None:
-    sender = addr("juliet@capulet.net/balcony")
+    sender = "juliet@capulet.net/balcony"
     seen: list[str] = []
 
     def sticky(bare: str) -> bool:
         seen.append(bare)
         return False
 
-    assert not refuse_plaintext("message", "chat", sender, own_bare=OWN_BARE, sticky=sticky)
+    assert not refused_plain(plain("message", "chat", sender), sticky=sticky)
     assert seen == [CONTACT]  # asked about the bare JID
-    assert refuse_plaintext("message", "chat", sender, own_bare=OWN_BARE, sticky=lambda _b: True)
+    assert refused_plain(plain("message", "chat", sender), sticky=lambda _b: True)
 
 
 # ---------------------------------------------------------------------- refuse_forwarded_plaintext
@@ -417,8 +489,8 @@ def test_refuse_plaintext_follows_stickiness() -> None:
         ("normal", "juliet@capulet.net", True),
         ("headline", "JULIET@capulet.net/x", True),
         ("chat", "tybalt@capulet.net/street", False),  # not known to encrypt
-        ("groupchat", "juliet@capulet.net/balcony", False),
-        ("error", "juliet@capulet.net/balcony", False),
+        ("groupchat", "juliet@capulet.net/balcony", True),  # not from a room we joined
+        ("error", "juliet@capulet.net/balcony", True),  # an error with content
         ("chat", "", False),  # no contact to speak of
         ("chat", "a@b@capulet.net", True),  # unparsable: refused
         ("chat", "juliet @capulet.net", True),
@@ -429,6 +501,16 @@ def test_refuse_forwarded_plaintext(kind_type: str, contact: str, refused: bool)
         kind_type, contact, parse=simple_address, sticky=sticky_contact
     )
     assert result is refused
+
+
+def test_refuse_forwarded_plaintext_exceptions() -> None:
+    # a condition-only error, and a room we joined
+    assert not refuse_forwarded_plaintext(
+        "error", CONTACT, parse=simple_address, sticky=sticky_contact, condition_only=True
+    )
+    assert not refuse_forwarded_plaintext(
+        "groupchat", f"{ROOM}/nurse", parse=simple_address, sticky=lambda _b: True, is_room=is_room
+    )
 
 
 def test_refuse_forwarded_plaintext_without_a_contact() -> None:

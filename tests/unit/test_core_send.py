@@ -181,13 +181,6 @@ def test_non_candidate_answering_an_encrypted_stanza_is_refused(stanza: Outgoing
     assert verdict == Refuse("an answer to an encrypted stanza")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PROTOCOL.md 4: an iq to a full JID is encrypted and only 'stanzas to our own "
-    "bare JID' are not; decide() delivers an encrypted iq from our own other device and "
-    "records it, but plan() treats our other full JIDs as non-candidates, so the answer "
-    "can only be refused",
-)
 def test_answer_to_an_encrypted_iq_from_our_other_device_is_encrypted(
     peers: list[PeerCertificate],
 ) -> None:
@@ -195,9 +188,16 @@ def test_answer_to_an_encrypted_iq_from_our_other_device_is_encrypted(
     directory = FakeDirectory({OWN_BARE: [peers[2]]}, devices=[peers[2]])
     ctx = context(directory, own=peers[4])
     ctx.exchanges.received(phone, "q1")
+    # not (yet) known to announce the protocol: the answer cannot go in the clear
+    assert isinstance(plan(out("iq", "result", phone, "q1"), ctx), Refuse)
+    ctx.encrypting_own_resource = lambda full: full == phone  # issue 9, kind 7
     assert plan(out("iq", "result", phone, "q1"), ctx) == Encrypt(
         (peers[2], peers[4]), PROFILE_DRAFT
     )
+    # no usable certificate of our other clients: refused, never in the clear
+    empty = context(FakeDirectory({}), own=peers[4])
+    empty.encrypting_own_resource = lambda full: full == phone
+    assert isinstance(plan(out("message", "chat", phone, "m1"), empty), (Refuse, Wait))
 
 
 # ----------------------------------------------------------------------------------------- waiting
