@@ -29,6 +29,7 @@ class Exchanges:
         self._received: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._requests: OrderedDict[str, str] = OrderedDict()
         self._plain_requests: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def sent(self, outer_id: str, inner_id: str, to: str, *, request: bool = False) -> None:
         """We sent an encrypted stanza: ``outer_id`` on the wire, ``inner_id`` inside;
@@ -46,6 +47,20 @@ class Exchanges:
     def request_answered(self, inner_id: str) -> None:
         """Its result or error arrived: no other answer is expected."""
         self._requests.pop(inner_id, None)
+
+    def refused_locally(self, to: str, stanza_id: str) -> None:
+        """We did not send a request (fail closed) and answer it ourselves with an
+        error "from" ``to``, so the waiting caller fails at once."""
+        self._refused[(to, stanza_id)] = None
+        _bound(self._refused, self.memory)
+
+    def our_own_failure(self, sender: str, stanza_id: str) -> bool:
+        """Whether an error is the one we made for a request we refused (once)."""
+        key = (sender, stanza_id)
+        if key in self._refused:
+            del self._refused[key]
+            return True
+        return False
 
     def plain_request(self, to: str, stanza_id: str) -> None:
         """We sent an iq request in the clear to ``to`` (as addressed)."""

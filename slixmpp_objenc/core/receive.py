@@ -90,6 +90,8 @@ _EME: Final = qname(NS_EME, "encryption")
 _ERROR: Final = qname(NS_CLIENT, "error")
 _TEXT: Final = qname(NS_STANZAS, "text")
 _CONDITION_NAMESPACES: Final = (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
+_SERVER_ADDED: Final = frozenset({_DELAY, qname("urn:xmpp:sid:0", "stanza-id")})
+"""What a server adds to a stanza it routes (XEP-0203, XEP-0359): says nothing."""
 _PEP_EVENT: Final = qname("http://jabber.org/protocol/pubsub#event", "event")
 _BODY: Final = qname(NS_CLIENT, "body")
 _SUBJECT: Final = qname(NS_CLIENT, "subject")
@@ -279,6 +281,8 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         return PASS
     kind_type = xml.get("type", "")
     if kind_type == "error":  # never opened: errors are never encrypted
+        if ctx.exchanges.our_own_failure(received.sender.full, xml.get("id", "")):
+            return PASS  # made by us for a request we refused to send
         answer = _error_answer(received, kind, ctx)
         return answer if answer is not None else _decide_plaintext(received, kind, kind_type, ctx)
     if kind == "message" and xml.find(_FORWARDED) is None:
@@ -424,7 +428,8 @@ def _error_answer(received: Received, kind: str, ctx: InboundContext) -> Verdict
 def condition_only(xml: ET.Element) -> bool:
     """An error stanza that carries only its type and condition(s): an
     ``<error/>`` whose children are defined conditions (no ``<text/>``), and
-    at most an empty ``<e2e/>`` beside it."""
+    beside it at most an empty ``<e2e/>`` and what servers add (``<delay/>``,
+    ``<stanza-id/>``)."""
     has_error = False
     for child in xml:
         if child.tag == _ERROR:
@@ -434,8 +439,8 @@ def condition_only(xml: ET.Element) -> bool:
                     return False
         elif child.tag == _E2E and len(child) == 0 and not (child.text or "").strip():
             continue
-        elif child.tag == _DELAY:
-            continue  # added by a server, says nothing
+        elif child.tag in _SERVER_ADDED:
+            continue
         else:
             return False
     return has_error

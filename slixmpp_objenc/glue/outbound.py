@@ -181,6 +181,7 @@ class Outbound:
             failure["error"]["type"] = "cancel"
             failure["error"]["condition"] = "policy-violation"
             failure["error"]["text"] = f"objenc: not sent: {error}"
+            self.context.exchanges.refused_locally(str(stanza["to"]), stanza["id"])
             self.xmpp.loop.call_soon(dispatch_local, self.xmpp, failure)
 
     # -- the 'out_sce' stage -----------------------------------------------------

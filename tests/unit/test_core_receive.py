@@ -32,6 +32,7 @@ from slixmpp_objenc.core.receive import (
     InboundContext,
     Received,
     Verdict,
+    condition_only,
     decide,
     own_server_delay,
 )
@@ -1068,3 +1069,43 @@ def test_wrapper_without_a_forwarded_message_is_plaintext(ctx: InboundContext) -
         "<received xmlns='urn:xmpp:carbons:2'/></message>"
     )
     assert decide(received(element), ctx) is PASS
+
+
+# ------------------------------------------------ issue 9: errors, requests, our own failures
+
+
+def test_condition_only_errors() -> None:
+    def error(inside: str, beside: str = "") -> ET.Element:
+        return stanza(
+            f"<message{attributes(type_='error', from_=JULIET, to=OWN.full)}>"
+            f"{beside}<error type='modify'>{inside}</error></message>"
+        )
+
+    assert condition_only(error(REJECTED_DECRYPTION))
+    # what a server adds says nothing; an empty <e2e/> names the protocol
+    assert condition_only(
+        error(
+            REJECTED_DECRYPTION,
+            f"<e2e xmlns='{NS_OBJENC}'/><stanza-id xmlns='urn:xmpp:sid:0' id='s' by='x'/>"
+            "<delay xmlns='urn:xmpp:delay' stamp='2026-01-01T00:00:00Z'/>",
+        )
+    )
+    assert not condition_only(error(REJECTED_DECRYPTION, "<body>pay</body>"))
+    assert not condition_only(
+        error(f"{SERVICE_UNAVAILABLE}<text xmlns='{NS_STANZAS}'>call me</text>")
+    )
+    assert not condition_only(error(f"<x xmlns='urn:example'/>{SERVICE_UNAVAILABLE}"))
+    assert not condition_only(error(REJECTED_DECRYPTION, f"<e2e xmlns='{NS_OBJENC}'>AAAA</e2e>"))
+
+
+def test_our_own_failure_notice_passes_once() -> None:
+    ctx = context([], sticky={CONTACT})
+    notice = stanza(
+        f"<iq{attributes(type_='error', from_=JULIET, to=OWN.full, id_='q9')}>"
+        f"<error type='cancel'><policy-violation xmlns='{NS_STANZAS}'/>"
+        f"<text xmlns='{NS_STANZAS}'>objenc: not sent</text></error></iq>"
+    )
+    ctx.exchanges.refused_locally(JULIET, "q9")
+    assert decide(received(notice), ctx) is PASS
+    # the same again is not ours any more: an error with text from a contact
+    assert decide(received(notice), ctx) is PLAINTEXT_REFUSED
