@@ -2,9 +2,9 @@
 
 It works on the very store the plugin uses, one SQLite file per account at
 ``account_store_path(data_dir, bare_jid)``, through the same
-:class:`~slixmpp_objenc.keyring.Keyring`. No slixmpp, no network: a running
-client keeps its own view in memory and sees changes made here when it next
-starts.
+:class:`~slixmpp_objenc.keyring.Keyring` and the same JID normalization
+(slixmpp's stringprep). No network: a running client keeps its own view in
+memory and sees changes made here when it next starts.
 
 User errors (a bad certificate, an unknown fingerprint, a store that must not
 be opened, an unreadable file) end in one line on stderr and exit status 1;
@@ -30,7 +30,6 @@ from .core import (
     ObjEncError,
     format_fingerprint,
     generate_identity,
-    normalize_bare_jid,
     validate_peer_certificate,
     xmpp_addresses,
 )
@@ -38,6 +37,7 @@ from .core.algorithms import MIN_RSA_BITS
 from .core.certificates import DEFAULT_KEY_SIZE
 from .core.timestamps import utcnow
 from .core.trust import Observation
+from .glue.directory import normalize_jid
 from .keyring import Keyring
 from .store import PeerRecord, SQLiteStorage, TrustState, account_store_path, default_data_dir
 
@@ -112,7 +112,7 @@ async def _with_keyring(
     storage = SQLiteStorage(account.store)
     await storage.open()
     try:
-        keyring = Keyring(storage)
+        keyring = Keyring(storage, normalize=normalize_jid)
         await keyring.load()
         return await action(keyring)
     finally:
@@ -169,7 +169,9 @@ async def _keygen(account: Account, args: argparse.Namespace) -> int:
                 f"{account.jid} already has an identity ({_short(current.fingerprint)}) "
                 f"in {account.store}; use --force to add a new active one"
             )
-        identity = await asyncio.to_thread(generate_identity, account.jid, key_size=args.key_size)
+        identity = await asyncio.to_thread(
+            generate_identity, account.jid, key_size=args.key_size, normalize=normalize_jid
+        )
         await keyring.add_identity(identity, active=True)
         print(f"Created a {args.key_size}-bit key and certificate for {account.jid}")
         print(f"Store: {account.store}{'' if existed else ' (new)'}")
@@ -194,14 +196,14 @@ async def _show(account: Account, args: argparse.Namespace) -> int:
         certificate = identity.certificate
         names = xmpp_addresses(certificate)
         try:
-            validate_peer_certificate(certificate)
+            validate_peer_certificate(certificate, normalize=normalize_jid)
             status = "usable"
         except CertificateError as exc:
             status = f"NOT USABLE: {exc}"
         print(f"Account:     {account.jid}")
         print(f"Store:       {account.store}")
         print(f"JIDs:        {', '.join(names) if names else '(none)'}")
-        if account.jid not in {normalize_bare_jid(n) for n in names}:
+        if account.jid not in names:
             print(f"Warning:     the certificate does not name {account.jid}")
         print(f"Key:         RSA {identity.private_key.key_size} bits")
         print(f"Valid from:  {_when(certificate.not_valid_before_utc, seconds=True)}")
@@ -228,11 +230,13 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
             suffix = f" for {_peer_jid(args.peer)}" if args.peer is not None else ""
             print(f"No peer certificates held{suffix}.")
             return 0
-        records.sort(key=lambda r: (r.jid, r.first_seen, r.fingerprint))
+        own = account.jid
+        # our own account's other devices first, then contacts
+        records.sort(key=lambda r: (r.jid != own, r.jid, r.first_seen, r.fingerprint))
         show = _full if args.full else _short
         rows = [
             (
-                r.jid,
+                f"{r.jid} (own device)" if r.jid == own else r.jid,
                 r.trust.value,
                 r.source,
                 _when(r.first_seen),
@@ -244,6 +248,13 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
         header = ("JID", "TRUST", "SOURCE", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "FINGERPRINT")
         for line in _table(header, rows):
             print(line)
+        held = [r for r in records if r.jid == own and r.trust.pending]
+        if held:
+            print(
+                f"{len(held)} certificate(s) on your own account's node are not used until "
+                f"you decide: '{PROG} trust {own} FINGERPRINT' if it is a device of yours, "
+                f"'{PROG} distrust {own} FINGERPRINT' if not (then change your password)."
+            )
         return 0
 
     return await _with_keyring(account, action)
@@ -291,7 +302,7 @@ async def _export(account: Account, args: argparse.Namespace) -> int:
 async def _import(account: Account, args: argparse.Namespace) -> int:
     pem = args.file.read_bytes()
     try:
-        peer = validate_peer_certificate(pem, now=utcnow())
+        peer = validate_peer_certificate(pem, now=utcnow(), normalize=normalize_jid)
     except CertificateError as exc:
         raise UserError(f"{args.file}: {exc}") from exc
     if args.jid_for is None and len(peer.jids) != 1:
@@ -330,10 +341,10 @@ async def _import(account: Account, args: argparse.Namespace) -> int:
 
 
 def _peer_jid(text: str) -> str:
-    jid = normalize_bare_jid(text)
-    if not jid:
-        raise UserError(f"{text!r} is not a JID")
-    return jid
+    try:
+        return normalize_jid(text)
+    except ValueError:
+        raise UserError(f"{text!r} is not a JID") from None
 
 
 # -- the command line ------------------------------------------------------------
@@ -480,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     except _ParserExit as exc:
         return exc.status
     try:
-        jid = normalize_bare_jid(args.jid)
+        jid = _peer_jid(args.jid)
         data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
         account = Account(jid, account_store_path(data_dir, jid))
         command: Command = args.run

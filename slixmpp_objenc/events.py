@@ -12,13 +12,16 @@ __all__ = [
     "ArchivedMessage",
     "BadTimestampEvent",
     "DecryptionFailedEvent",
+    "DirectoryLimitEvent",
     "EncryptionFailedEvent",
     "EncryptionInfo",
     "ForeignEncryptionEvent",
     "KeyChangedEvent",
+    "KeyUnpublishedEvent",
     "PeerRejectedEvent",
     "PublishFailedEvent",
     "SasEvent",
+    "SasFailedEvent",
     "UnsupportedEvent",
 ]
 
@@ -99,11 +102,45 @@ class EncryptionFailedEvent:
 class KeyChangedEvent:
     """``objenc_key_changed``: a contact presents a certificate other than the one(s)
     pinned. Stanzas to the contact are held until ``accept_key_change`` or
-    ``reject_key_change``."""
+    ``reject_key_change``.
+
+    Also the data of ``objenc_device_added`` (a contact's new device trusted at
+    once, with ``trust_new_devices``), ``objenc_own_device_held`` (a certificate
+    appeared on our own account's node: not used until a device of ours accepts
+    it with ``accept_key_change(own_bare_jid, fingerprint)``; ``jid`` is our
+    bare JID) and ``objenc_own_device_added`` (the same, trusted at once with
+    ``trust_own_new_devices``)."""
 
     jid: str
     old_fingerprints: tuple[str, ...]
     new_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUnpublishedEvent:
+    """``objenc_key_unpublished``: a JID (a contact, or our own account) no longer
+    publishes a certificate we verified. It is kept and still used: a server's
+    answer alone never undoes a verification. Revoke it (``set_trust(jid,
+    fingerprint, "revoked")``) if the contact confirms the device is gone."""
+
+    jid: str
+    fingerprint: str
+    trust: TrustState
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryLimitEvent:
+    """``objenc_directory_limit``: a certificate node exceeds a cap; what is over it
+    is not used. ``limit``: ``certificates-per-jid`` (16 taken at most),
+    ``certificate-size`` (16 KiB of DER), ``certificates-per-item`` (one),
+    ``items-examined`` (64 new ones per fetch) or ``certificates-held`` (64
+    held per JID, any state)."""
+
+    jid: str
+    limit: str
+    found: int
+    """How many (or how large) there were, as far as they were counted."""
+    maximum: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +162,26 @@ class SasEvent:
     sas: str
     """Six characters to read to each other."""
     peer_fingerprint: str
+    """The certificate of the peer's device that ran the exchange."""
     role: str
     """``initiator`` or ``responder``."""
+    peer_fingerprints: tuple[str, ...] = ()
+    """Every certificate we encrypt to for the peer's bare JID: what the string
+    covers, and what ``confirm_verification`` marks ``verified``."""
+    own_fingerprints: tuple[str, ...] = ()
+    """Our own certificate and our other devices' we encrypt to: the peer's
+    string covers them as it holds them."""
+
+
+@dataclass(frozen=True, slots=True)
+class SasFailedEvent:
+    """``objenc_sas_failed``: a verification exchange we answered broke off before a
+    string could be shown: the two sides do not hold the same certificates for
+    each other (``reason`` names those that differ), or a message was wrong."""
+
+    jid: str
+    sid: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

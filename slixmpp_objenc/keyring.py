@@ -2,7 +2,9 @@
 
 Cached in memory so the stanza path never waits on storage, and written
 through to a :class:`~slixmpp_objenc.store.Storage` so nothing is lost. No
-slixmpp here: the plugin and the ``objenc`` command line share it.
+slixmpp here: the plugin and the ``objenc`` command line share it, and each
+passes the same JID normalizer (slixmpp's stringprep), so a certificate is
+held under the spelling slixmpp looks it up by.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ from .core import (
     load_private_key,
     normalize_bare_jid,
     validate_peer_certificate,
+    xmpp_addresses,
 )
-from .core.certificates import DEFAULT_KEY_SIZE
+from .core.certificates import DEFAULT_KEY_SIZE, Normalizer, canonical_jid
 from .core.timestamps import utcnow
 from .core.trust import Observation, classify_certificate
 from .store import OwnIdentityRecord, PeerRecord, Storage, TrustState
 
-__all__ = ["CertificateSighting", "Keyring"]
+__all__ = ["OWN_DEVICES_SETTING", "CertificateSighting", "Keyring"]
 
 _REQUIRE_PREFIX = "require-encryption:"
+OWN_DEVICES_SETTING = "own-devices"
+"""``first-contact`` until this device has read its own account's node once
+(it then pins the devices it finds, as a first contact), ``known`` after:
+from then on a new device of ours is held for a decision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +54,35 @@ class CertificateSighting:
 class Keyring:
     """Identities and peer certificates of one account."""
 
-    def __init__(self, storage: Storage, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        normalize: Normalizer = normalize_bare_jid,
+    ) -> None:
         self.storage = storage
         self._clock = clock
+        self.normalize = normalize
+        """Canonical bare JIDs (``ValueError`` for an invalid one)."""
         self._identities: list[Identity] = []
         self._peers: dict[str, dict[str, PeerRecord]] = {}
         self._validated: dict[str, PeerCertificate] = {}
         self._required: set[str] = set()
+        self._own_first_contact = False
+
+    def bare(self, jid: str) -> str | None:
+        """``jid`` as the canonical bare JID things are held under; ``None`` if invalid."""
+        try:
+            return canonical_jid(jid, self.normalize)
+        except ValueError:
+            return None
+
+    def _require_bare(self, jid: str) -> str:
+        bare = self.bare(jid)
+        if bare is None:
+            raise CertificateError(f"{jid!r} is not a valid JID")
+        return bare
 
     # -- loading -----------------------------------------------------------
 
@@ -69,11 +98,51 @@ class Keyring:
         added_before_load = self._peers
         self._peers = {}
         for record in await self.storage.load_peers():
-            self._peers.setdefault(record.jid, {})[record.fingerprint] = record
+            bare = self.bare(record.jid) or record.jid
+            self._peers.setdefault(bare, {})[record.fingerprint] = record
         for jid, held in added_before_load.items():  # their writes are still queued
             self._peers.setdefault(jid, {}).update(held)
         required = await self.storage.settings_with_prefix(_REQUIRE_PREFIX)
-        self._required = {k[len(_REQUIRE_PREFIX) :] for k, v in required.items() if v == "1"}
+        self._required = {
+            self.bare(k[len(_REQUIRE_PREFIX) :]) or k[len(_REQUIRE_PREFIX) :]
+            for k, v in required.items()
+            if v == "1"
+        }
+        own_devices = await self.storage.get_setting(OWN_DEVICES_SETTING)
+        if own_devices is None:
+            # A fresh store is a new device: its first read of its own node is a
+            # first contact. A store from before this setting has read it already,
+            # and pinned what appeared there without a decision: held again.
+            own_devices = "first-contact" if not identities else "known"
+            if identities:
+                await self._hold_undecided_own_devices()
+            await self.storage.set_setting(OWN_DEVICES_SETTING, own_devices)
+        self._own_first_contact = own_devices == "first-contact"
+
+    async def _hold_undecided_own_devices(self) -> None:
+        own = {
+            self.bare(address)
+            for identity in self._identities
+            for address in xmpp_addresses(identity.certificate)
+        }
+        for record in self.all_records():
+            pinned = record.source == "pep" and record.trust is TrustState.TOFU
+            if pinned and self.bare(record.jid) in own:
+                await self.set_trust(record.jid, record.fingerprint, TrustState.UNTRUSTED)
+
+    # -- our own account's other devices -----------------------------------
+
+    @property
+    def own_first_contact(self) -> bool:
+        """Whether this device has yet to read its own account's node for the first
+        time (it then pins what it finds; afterwards new devices are held)."""
+        return self._own_first_contact
+
+    async def own_devices_known(self) -> None:
+        """This device has read its own node once: new devices of ours are held from now."""
+        if self._own_first_contact:
+            self._own_first_contact = False
+            await self.storage.set_setting(OWN_DEVICES_SETTING, "known")
 
     # -- our identities ----------------------------------------------------
 
@@ -116,7 +185,9 @@ class Keyring:
         """The active identity; on first start, a new key and certificate for ``jid``."""
         if self.identity is not None:
             return self.identity
-        identity = await asyncio.to_thread(generate_identity, jid, key_size=key_size)
+        identity = await asyncio.to_thread(
+            generate_identity, jid, key_size=key_size, normalize=self.normalize
+        )
         await self.add_identity(identity)
         return identity
 
@@ -124,7 +195,8 @@ class Keyring:
 
     def records(self, jid: str) -> list[PeerRecord]:
         """Every certificate held for a bare JID, any trust state."""
-        return list(self._peers.get(normalize_bare_jid(jid), {}).values())
+        bare = self.bare(jid)
+        return list(self._peers.get(bare, {}).values()) if bare is not None else []
 
     def all_records(self) -> list[PeerRecord]:
         """Every peer certificate held."""
@@ -132,39 +204,43 @@ class Keyring:
 
     def record(self, jid: str, fingerprint: str) -> PeerRecord | None:
         """One certificate held for a JID."""
-        return self._peers.get(normalize_bare_jid(jid), {}).get(fingerprint)
+        bare = self.bare(jid)
+        return self._peers.get(bare, {}).get(fingerprint) if bare is not None else None
 
     def usable(self, jid: str, now: datetime | None = None) -> list[PeerCertificate]:
         """Certificates we may encrypt to: trusted, valid now, naming the JID."""
         now = now or self._clock()
+        bare = self.bare(jid)
         result = []
         for record in self.records(jid):
             if not record.trust.usable:
                 continue
             peer = self._validated_certificate(record, now)
-            if peer is not None:
+            if peer is not None and bare in peer.jids:
                 result.append(peer)
         return result
 
     def pending(self, jid: str) -> list[PeerRecord]:
         """Certificates awaiting the application's decision (state ``untrusted``)."""
-        return [r for r in self.records(jid) if r.trust is TrustState.UNTRUSTED]
+        return [r for r in self.records(jid) if r.trust.pending]
 
     def sticky(self, jid: str) -> bool:
         """Whether plaintext to this JID is refused: a certificate was ever held,
         or encryption was required in advance."""
-        bare = normalize_bare_jid(jid)
-        return bare in self._required or bool(self._peers.get(bare))
+        bare = self.bare(jid)
+        return bare is not None and (bare in self._required or bool(self._peers.get(bare)))
 
     def _validated_certificate(self, record: PeerRecord, now: datetime) -> PeerCertificate | None:
         cached = self._validated.get(record.fingerprint)
         if cached is None:
             try:
-                cached = validate_peer_certificate(record.cert_pem, now=now)
+                cached = validate_peer_certificate(
+                    record.cert_pem, now=now, normalize=self.normalize
+                )
             except CertificateError:
                 return None
             self._validated[record.fingerprint] = cached
-        if cached.expired(now) or normalize_bare_jid(record.jid) not in cached.jids:
+        if cached.expired(now) or self.bare(record.jid) not in cached.jids:
             return None
         return cached
 
@@ -186,9 +262,9 @@ class Keyring:
         now = self._clock()
         sightings = []
         records = []
-        if jid is not None and normalize_bare_jid(jid) not in certificate.jids:
+        if jid is not None and self._require_bare(jid) not in certificate.jids:
             raise CertificateError(f"certificate does not name {jid}")
-        targets = [normalize_bare_jid(jid)] if jid is not None else sorted(certificate.jids)
+        targets = [self._require_bare(jid)] if jid is not None else sorted(certificate.jids)
         for jid in targets:
             held = self._peers.setdefault(jid, {})
             observation = classify_certificate(
@@ -245,23 +321,34 @@ class Keyring:
 
     async def set_trust(self, jid: str, fingerprint: str, trust: TrustState) -> PeerRecord:
         """Change the trust state of a held certificate; ``KeyError`` if not held."""
-        bare = normalize_bare_jid(jid)
-        record = self._peers[bare][fingerprint].with_trust(trust)
-        self._peers[bare][fingerprint] = record
+        record = self.set_trust_now(jid, fingerprint, trust)
         await self.storage.save_peer(record)
+        return record
+
+    def set_trust_now(self, jid: str, fingerprint: str, trust: TrustState) -> PeerRecord:
+        """In memory only: see :meth:`set_trust`; returns the record to persist."""
+        bare = self.bare(jid)
+        if bare is None:
+            raise KeyError(f"{jid!r} is not a valid JID")
+        record = self._peers[bare][fingerprint].with_trust(TrustState(trust))
+        self._peers[bare][fingerprint] = record
         return record
 
     async def forget(self, jid: str, fingerprint: str) -> None:
         """Drop a held certificate altogether (stickiness stays if others remain)."""
-        self.forget_now(jid, fingerprint)
-        await self.storage.delete_peer(normalize_bare_jid(jid), fingerprint)
+        record = self.forget_now(jid, fingerprint)
+        if record is not None:
+            await self.storage.delete_peer(record.jid, fingerprint)
 
-    def forget_now(self, jid: str, fingerprint: str) -> None:
-        """In memory only: see :meth:`forget`."""
-        bare = normalize_bare_jid(jid)
-        self._peers.get(bare, {}).pop(fingerprint, None)
+    def forget_now(self, jid: str, fingerprint: str) -> PeerRecord | None:
+        """In memory only: see :meth:`forget`; returns the record dropped, if any."""
+        bare = self.bare(jid)
+        if bare is None:
+            return None
+        record = self._peers.get(bare, {}).pop(fingerprint, None)
         if bare in self._peers and not self._peers[bare]:
             del self._peers[bare]
+        return record
 
     async def require_encryption(self, jid: str, required: bool = True) -> None:
         """Refuse plaintext to ``jid`` even before any certificate is known."""
@@ -270,7 +357,7 @@ class Keyring:
 
     def require_now(self, jid: str, required: bool = True) -> tuple[str, str | None]:
         """In memory only: see :meth:`require_encryption`; returns the setting to store."""
-        bare = normalize_bare_jid(jid)
+        bare = self.bare(jid) or normalize_bare_jid(jid)
         if required:
             self._required.add(bare)
         else:

@@ -24,12 +24,10 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from .core import (
     BLOCK_CIPHERS,
-    CertificateError,
     EncryptionError,
     Identity,
     PeerCertificate,
     ReplayGuard,
-    validate_peer_certificate,
 )
 from .core.constants import DEFAULT_MAX_ENVELOPE_SIZE, NS_OBJENC
 from .core.exchanges import Exchanges
@@ -40,7 +38,7 @@ from .core.timestamps import utcnow
 from .core.trust import TrustState
 from .events import ArchivedMessage, EncryptionInfo, SasEvent
 from .glue.common import Tasks, address, handles_mechanism, is_room, parse_address
-from .glue.directory import NODE_CERTS, KeyDirectory
+from .glue.directory import NODE_CERTS, KeyDirectory, normalize_jid
 from .glue.inbound import Inbound
 from .glue.outbound import Outbound
 from .glue.persistence import Persistence, default_storage, identity_from_config
@@ -86,6 +84,9 @@ class ObjEnc(BasePlugin):
         still published and not verified, is trusted at once (blind trust
         before verification, event ``objenc_device_added``) instead of being
         held like a key change (default off).
+    ``trust_own_new_devices``
+        headless bots: a new certificate on our own node is trusted at once (loud
+        warning, ``objenc_own_device_added``) instead of held for a decision (off).
     ``refuse_plaintext``
         drop plaintext messages and iqs from a contact's client once that
         contact is known to encrypt (default on): event ``objenc_plaintext_refused``.
@@ -118,6 +119,7 @@ class ObjEnc(BasePlugin):
         "hold_on_key_change": True,
         "refuse_plaintext": True,
         "trust_new_devices": False,
+        "trust_own_new_devices": False,
         "padding": 64,
         "fallback_body": (
             "This message is end-to-end encrypted with Object Encryption "
@@ -151,7 +153,7 @@ class ObjEnc(BasePlugin):
         self.storage: Storage = config.get("storage") or default_storage(
             config, self.xmpp.boundjid.bare
         )
-        self.keyring = Keyring(self.storage, clock)
+        self.keyring = Keyring(self.storage, clock, normalize=normalize_jid)
         self.tasks = Tasks(self.xmpp.loop)
         self.persistence = Persistence(self.storage, self.keyring, clock, self.tasks)
         self.directory = KeyDirectory(
@@ -183,6 +185,7 @@ class ObjEnc(BasePlugin):
             padding=int(config.get("padding", 64) or 0),
             fallback_body=str(config["fallback_body"]) if config.get("fallback_body") else None,
         )
+        self.directory.released = self.outbound.release_hold
         self.inbound = Inbound(
             self.xmpp,
             InboundContext(
@@ -214,7 +217,6 @@ class ObjEnc(BasePlugin):
             self.xmpp,
             self.keyring,
             fingerprint=lambda: self.fingerprint,
-            peer_certificate=self.peer_certificate,
             encryption_info=self.encryption_info,
             set_trust=self.set_trust,
             random_bytes=random_bytes,
@@ -338,27 +340,17 @@ class ObjEnc(BasePlugin):
         Adding by hand is the user's decision, so it is trusted as given
         (``tofu`` by default). A certificate naming several JIDs needs ``jid``
         to say which one it is for; it is never bound to the others. Raises
-        :class:`CertificateError` with the reason.
+        :class:`CertificateError` with the reason, and nothing else, for any bad input.
         """
-        peer = validate_peer_certificate(pem, now=self._clock())
-        if jid is None and len(peer.jids) != 1:
-            raise CertificateError(
-                f"certificate names {len(peer.jids)} JIDs; pass jid= to choose one"
-            )
-        target = JID(jid).bare if jid is not None else None
-        _, records = self.keyring.observe_now(peer, source="manual", trust=trust, jid=target)
-        for record in records:
-            self.persistence.save_peer(record)
-            self.outbound.release_hold(record.jid)
-        return peer
+        return self.directory.add_manual(pem, trust, jid)
 
     def remove_peer_certificate(self, jid: JID | str, fingerprint: str | None = None) -> None:
         """Forget the certificate(s) held for a bare JID. Once none is held, stanzas
-        to it go in the clear again unless encryption is required for it."""
-        for record in self.keyring.records(JID(jid).bare):
-            if fingerprint is None or record.fingerprint == fingerprint:
-                self.keyring.forget_now(record.jid, record.fingerprint)
-                self.persistence.delete_peer(record.jid, record.fingerprint)
+        to it go in the clear again unless encryption is required for it.
+
+        On our own bare JID (a device of ours) the certificate is revoked instead, so
+        it never comes back (not even as a question), and retracted from our node."""
+        self.directory.remove(str(jid), fingerprint)
 
     def peer_certificate(self, jid: JID | str) -> PeerCertificate | None:
         """The first usable certificate held for a JID's bare part, if any."""
@@ -445,7 +437,9 @@ class ObjEnc(BasePlugin):
         return await self.inbound.fetch_archive(with_jid, start, end, max_items)
 
     async def start_verification(self, jid: JID | str, timeout: float = 30.0) -> SasEvent:
-        """Run the commit-then-reveal exchange with a contact's client (a full JID).
+        """Run the commit-then-reveal exchange with a contact's client, or another
+        client of our own account (a full JID). It covers every certificate each
+        side encrypts to for the other (PROTOCOL.md section 11).
 
         Returns the 6-character string (also sent as event ``objenc_sas``) for
         the users to compare; then call :meth:`confirm_verification`.
@@ -453,6 +447,6 @@ class ObjEnc(BasePlugin):
         return await self.verification.start(jid, timeout)
 
     async def confirm_verification(self, sid: str, matched: bool) -> None:
-        """The users compared the strings: mark the contact's certificate ``verified``
-        (or ``untrusted`` if they differ, which holds stanzas to it)."""
+        """The users compared the strings: mark the certificates it covered ``verified``
+        and hold any other of that JID (or hold the covered ones if they differ)."""
         await self.verification.confirm(sid, matched)

@@ -139,13 +139,28 @@ class Certificate(_TextValue):
 
 
 class Sas(ElementBase):
-    """The short-authentication-string exchange, carried in encrypted iqs.
+    """The short-authentication-string exchange, carried in encrypted iqs
+    (PROTOCOL.md section 11).
 
-    ``<sas xmlns='...objenc:0' sid='...'><commit|nonce|reveal>base64</...></sas>``
+    ``<sas xmlns='...objenc:0' sid='...' cert='fp'><commit|nonce|reveal>base64</...>
+    <initiator>fp fp</initiator><responder>fp</responder></sas>``: ``cert`` is the
+    sending device's certificate; ``initiator`` and ``responder`` (in the commit
+    and in its answer) are the two accounts' certificate sets as the sender
+    sees them, space-separated fingerprints, for a precise diagnosis when the
+    sides disagree (the strings themselves are computed from each side's own
+    view, never from these).
     """
 
     name = "sas"
     namespace = NS_OBJENC
     plugin_attrib = "objenc_sas"
-    interfaces: ClassVar[set[str]] = {"sid", "cert", "commit", "nonce", "reveal"}
-    sub_interfaces: ClassVar[set[str]] = {"commit", "nonce", "reveal"}
+    interfaces: ClassVar[set[str]] = {
+        "sid",
+        "cert",
+        "commit",
+        "nonce",
+        "reveal",
+        "initiator",
+        "responder",
+    }
+    sub_interfaces: ClassVar[set[str]] = {"commit", "nonce", "reveal", "initiator", "responder"}

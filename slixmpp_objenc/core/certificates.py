@@ -1,12 +1,19 @@
 """X.509 certificates for draft section 8: self-signed, naming the account's
 bare JID as ``id-on-xmppAddr`` (RFC 6120 section 13.7.1.4).
 
-A peer certificate is only ever used for the JIDs it names.
+A peer certificate is only ever used for the JIDs it names, and only when it
+names them in their canonical form: the core never decides JID equivalence
+itself, it takes a :data:`Normalizer` (the plugin and the command line pass
+one built on slixmpp's stringprep, the same nodeprep/nameprep Prosody
+applies), and an address the normalizer rejects or changes is refused.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import unicodedata
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -22,14 +29,24 @@ from .timestamps import utcnow
 
 __all__ = [
     "ID_ON_XMPPADDR",
+    "MAX_CERTIFICATES_PER_JID",
+    "MAX_CERTIFICATE_SIZE",
+    "MAX_ITEMS_EXAMINED",
+    "MAX_RSA_BITS",
     "Identity",
+    "Limit",
+    "Normalizer",
     "PeerCertificate",
+    "Publication",
+    "PublishedItem",
+    "canonical_jid",
     "certificate_fingerprint",
     "format_fingerprint",
     "generate_identity",
     "load_certificate",
     "load_private_key",
     "normalize_bare_jid",
+    "read_publication",
     "validate_peer_certificate",
     "xmpp_addresses",
 ]
@@ -37,7 +54,19 @@ __all__ = [
 ID_ON_XMPPADDR: Final = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.5")
 DEFAULT_KEY_SIZE: Final = 3072
 DEFAULT_VALIDITY: Final = timedelta(days=3650)
+MAX_CERTIFICATE_SIZE: Final = 16 * 1024
+"""Largest certificate accepted, in DER bytes. Ours (RSA-3072) are ~1 KiB and an
+RSA-16384 certificate with a few extensions ~3 KiB: 16 KiB leaves room for
+any honest one while a contact's capped set stays far under an envelope."""
+MAX_RSA_BITS: Final = 16384
+"""Largest RSA key accepted: OpenSSL refuses public-key operations on larger
+moduli (``OPENSSL_RSA_MAX_MODULUS_BITS``), so such a key could never be used."""
 _UTF8STRING_TAG: Final = 0x0C
+
+Normalizer = Callable[[str], str]
+"""Turns a JID into its canonical bare form (stringprep: nodeprep, nameprep);
+raises ``ValueError`` for an invalid JID. The plugin passes slixmpp's; the
+core's default, :func:`normalize_bare_jid`, is exact for ASCII only."""
 
 
 def _der_utf8string(text: str) -> bytes:
@@ -72,11 +101,24 @@ def _parse_der_utf8string(der: bytes) -> str:
 def normalize_bare_jid(jid: str) -> str:
     """A bare JID in the form used for comparisons: no resource, lower case.
 
-    An approximation of nodeprep/nameprep that is exact for ASCII addresses;
-    the plugin layer normalises with slixmpp's JID before calling the core.
+    The core's default :data:`Normalizer`: an approximation of
+    nodeprep/nameprep that is exact for ASCII addresses. The plugin and the
+    command line pass slixmpp's stringprep instead.
     """
     bare = jid.split("/", 1)[0].strip()
     return bare.lower()
+
+
+def canonical_jid(jid: str, normalize: Normalizer = normalize_bare_jid) -> str:
+    """``normalize(jid)``, with every failure of the normalizer (and an empty
+    result) as :class:`ValueError`."""
+    try:
+        bare = normalize(jid)
+    except Exception as exc:  # an injected normalizer may raise anything
+        raise ValueError(f"invalid JID {jid!r}: {exc}") from exc
+    if not bare:
+        raise ValueError(f"invalid JID {jid!r}")
+    return bare
 
 
 def xmpp_addresses(certificate: x509.Certificate) -> list[str]:
@@ -143,13 +185,16 @@ def generate_identity(
     key_size: int = DEFAULT_KEY_SIZE,
     valid_for: timedelta = DEFAULT_VALIDITY,
     now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
 ) -> Identity:
-    """A fresh RSA key and a self-signed certificate naming the bare JID."""
+    """A fresh RSA key and a self-signed certificate naming the bare JID in its
+    canonical form (``normalize``)."""
     if key_size < MIN_RSA_BITS:
         raise CertificateError(f"RSA keys under {MIN_RSA_BITS} bits are refused")
-    bare = normalize_bare_jid(jid)
-    if not bare:
-        raise CertificateError("no JID to put in the certificate")
+    try:
+        bare = canonical_jid(jid, normalize)
+    except ValueError as exc:
+        raise CertificateError(f"no JID to put in the certificate: {exc}") from exc
     start = (now or utcnow()) - timedelta(minutes=5)
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, bare)])
@@ -199,12 +244,20 @@ def load_private_key(pem: bytes, password: bytes | None = None) -> rsa.RSAPrivat
 
 
 def load_certificate(pem: bytes) -> x509.Certificate:
-    """An X.509 certificate from PEM (or DER)."""
+    """An X.509 certificate from PEM (or DER); :class:`CertificateError` for anything
+    else, including input over twice :data:`MAX_CERTIFICATE_SIZE` (never parsed)."""
+    if isinstance(pem, str):
+        pem = pem.encode("utf-8", "replace")
+    if not isinstance(pem, bytes | bytearray | memoryview):
+        raise CertificateError(f"cannot load certificate from {type(pem).__name__}")
+    pem = bytes(pem)
+    if len(pem) > 2 * MAX_CERTIFICATE_SIZE:  # PEM is 4/3 of DER, plus lines and armour
+        raise CertificateError(f"certificate of {len(pem)} bytes is over the size limit")
     try:
         if pem.lstrip().startswith(b"-----"):
             return x509.load_pem_x509_certificate(pem)
         return x509.load_der_x509_certificate(pem)
-    except ValueError as exc:
+    except Exception as exc:  # any parsing failure of cryptography
         raise CertificateError(f"cannot load certificate: {exc}") from exc
 
 
@@ -230,18 +283,42 @@ class PeerCertificate:
 
 
 def validate_peer_certificate(
-    certificate: x509.Certificate | bytes, *, now: datetime | None = None
+    certificate: x509.Certificate | bytes,
+    *,
+    now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
 ) -> PeerCertificate:
-    """Check a peer certificate for use; raise :class:`CertificateError` with the reason.
+    """Check a peer certificate for use; raise :class:`CertificateError` with the
+    reason, and only that, whatever the input (PROTOCOL.md section 8).
 
-    Refused: no ``id-on-xmppAddr``, outside its validity period, a key that is
-    not RSA or under 2048 bits, or a self-issued certificate whose signature
-    does not verify under its own key.
+    Refused: larger than :data:`MAX_CERTIFICATE_SIZE`; no ``id-on-xmppAddr``;
+    an address that is not the canonical bare JID ``normalize`` makes of it
+    (rejected, or changed: case, resource, ``ß`` for ``ss``...) or a look-alike;
+    outside its validity period; a key that is not RSA, under 2048 or over
+    16384 bits; a self-issued certificate whose signature does not verify
+    under its own key; anything ``cryptography`` cannot parse (a duplicated
+    extension, an unknown key algorithm).
     """
-    if isinstance(certificate, bytes):
+    try:
+        return _validate(certificate, now or utcnow(), normalize)
+    except CertificateError:
+        raise
+    except Exception as exc:  # any parsing failure of cryptography, or a bad type
+        raise CertificateError(f"unusable certificate: {type(exc).__name__}: {exc}") from exc
+
+
+def _validate(
+    certificate: x509.Certificate | bytes, now: datetime, normalize: Normalizer
+) -> PeerCertificate:
+    if not isinstance(certificate, x509.Certificate):
         certificate = load_certificate(certificate)
-    now = now or utcnow()
+    size = len(certificate.public_bytes(serialization.Encoding.DER))
+    if size > MAX_CERTIFICATE_SIZE:
+        raise CertificateError(
+            f"certificate of {size} bytes is over the {MAX_CERTIFICATE_SIZE}-byte limit"
+        )
     addresses = [a for a in xmpp_addresses(certificate) if a.strip()]
+    jids = set()
     for address in addresses:
         if unicodedata.normalize("NFKC", address) != address or any(
             unicodedata.category(ch) in ("Cc", "Cf", "Zs") for ch in address
@@ -249,7 +326,16 @@ def validate_peer_certificate(
             raise CertificateError(
                 f"certificate names {address!r}, which is not in normal form (look-alike)"
             )
-    jids = frozenset(normalize_bare_jid(a) for a in addresses)
+        try:
+            canonical = canonical_jid(address, normalize)
+        except ValueError as exc:
+            raise CertificateError(f"certificate names an invalid JID: {exc}") from exc
+        if canonical != address:
+            raise CertificateError(
+                f"certificate names {address!r}, which is not a canonical bare JID "
+                f"(it would be {canonical!r})"
+            )
+        jids.add(canonical)
     if not jids:
         raise CertificateError("certificate names no XMPP address (id-on-xmppAddr)")
     if now < certificate.not_valid_before_utc:
@@ -263,9 +349,147 @@ def validate_peer_certificate(
         raise CertificateError(
             f"certificate RSA key of {public_key.key_size} bits is under {MIN_RSA_BITS}"
         )
+    if public_key.key_size > MAX_RSA_BITS:
+        raise CertificateError(
+            f"certificate RSA key of {public_key.key_size} bits is over {MAX_RSA_BITS}"
+        )
     if certificate.issuer == certificate.subject:
         try:
             certificate.verify_directly_issued_by(certificate)
         except Exception as exc:
             raise CertificateError("self-signed certificate signature does not verify") from exc
-    return PeerCertificate(certificate, public_key, jids, certificate_fingerprint(certificate))
+    return PeerCertificate(
+        certificate, public_key, frozenset(jids), certificate_fingerprint(certificate)
+    )
+
+
+# -- a published certificate set (PROTOCOL.md section 9) -------------------------
+
+MAX_CERTIFICATES_PER_JID: Final = 16
+"""Certificates taken from one JID's node: already held ones always, new ones
+up to this many in all. Every stanza carries one ``<key/>`` per certificate of
+the contact and of our account, so this also bounds a stanza's size: 16 + 16
+RSA-4096 keys are ~23 KiB, a set of 1,500 would be 700 KiB. No one reads
+messages on more than a handful of devices."""
+MAX_ITEMS_EXAMINED: Final = 64
+"""New certificates parsed and checked per fetch, at most (the work a node
+full of junk can make us do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedItem:
+    """One item of a certificate node, as read off the wire."""
+
+    item_id: str
+    payloads: tuple[str, ...]
+    """The character data of each ``<certificate/>`` child (one is expected)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A cap a publication exceeded: ``name`` is ``certificates-per-jid``,
+    ``certificates-per-item``, ``certificate-size`` or ``items-examined``."""
+
+    name: str
+    found: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What :func:`read_publication` took from a node, and what it left out."""
+
+    certificates: dict[str, PeerCertificate]
+    """Fingerprint -> certificate: those held before first, then in node order."""
+    item_ids: dict[str, str]
+    """Fingerprint -> the id of the item that carried it."""
+    skipped: tuple[tuple[str, str], ...]
+    """(item id, reason) for each item not taken."""
+    limits: tuple[Limit, ...]
+
+
+def read_publication(
+    jid: str,
+    items: Sequence[PublishedItem],
+    *,
+    held: Collection[str] = (),
+    now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
+    max_certificates: int = MAX_CERTIFICATES_PER_JID,
+    max_examined: int = MAX_ITEMS_EXAMINED,
+) -> Publication:
+    """The usable certificates a JID's node publishes (PROTOCOL.md section 9).
+
+    One bad item never spoils the others: an item without exactly one
+    certificate, one that is not base64, too large, unusable (any
+    :class:`CertificateError` of :func:`validate_peer_certificate`) or not
+    naming ``jid`` is skipped with its reason. Certificates already ``held``
+    (fingerprints) are examined first and always taken; new ones are taken
+    while fewer than ``max_certificates`` are, and at most ``max_examined``
+    new ones are examined. Each cap exceeded is reported in ``limits``.
+    """
+    now = now or utcnow()
+    skipped: list[tuple[str, str]] = []
+    counts: dict[str, list[int]] = {}
+
+    def over(name: str, found: int, maximum: int) -> None:
+        entry = counts.setdefault(name, [0, maximum])
+        entry[0] = max(entry[0], found)
+
+    candidates: dict[str, tuple[str, bytes]] = {}
+    for item in items:
+        if len(item.payloads) != 1:
+            if len(item.payloads) > 1:
+                over("certificates-per-item", len(item.payloads), 1)
+            skipped.append((item.item_id, f"{len(item.payloads)} certificates in one item"))
+            continue
+        text = "".join(item.payloads[0].split())
+        if len(text) > 2 * MAX_CERTIFICATE_SIZE:
+            over("certificate-size", len(text) * 3 // 4, MAX_CERTIFICATE_SIZE)
+            skipped.append((item.item_id, f"certificate of ~{len(text) * 3 // 4} bytes"))
+            continue
+        try:
+            der = base64.b64decode(text, validate=True)
+        except ValueError:
+            skipped.append((item.item_id, "not base64"))
+            continue
+        if len(der) > MAX_CERTIFICATE_SIZE:
+            over("certificate-size", len(der), MAX_CERTIFICATE_SIZE)
+            skipped.append((item.item_id, f"certificate of {len(der)} bytes"))
+            continue
+        fingerprint = hashlib.sha256(der).hexdigest()
+        if fingerprint in candidates:
+            skipped.append((item.item_id, "a certificate published twice"))
+            continue
+        candidates[fingerprint] = (item.item_id, der)
+
+    ordered = [fp for fp in candidates if fp in held] + [fp for fp in candidates if fp not in held]
+    taken: dict[str, PeerCertificate] = {}
+    item_ids: dict[str, str] = {}
+    examined = 0
+    for position, fingerprint in enumerate(ordered):
+        item_id, der = candidates[fingerprint]
+        known = fingerprint in held
+        if not known:
+            if len(taken) >= max_certificates:
+                left = len(ordered) - position
+                over("certificates-per-jid", len(taken) + left, max_certificates)
+                skipped.extend((candidates[fp][0], "over the limit") for fp in ordered[position:])
+                break
+            if examined >= max_examined:
+                over("items-examined", len(ordered) - position + examined, max_examined)
+                skipped.extend((candidates[fp][0], "not examined") for fp in ordered[position:])
+                break
+            examined += 1
+        try:
+            peer = validate_peer_certificate(der, now=now, normalize=normalize)
+        except CertificateError as exc:
+            skipped.append((item_id, str(exc)))
+            continue
+        if jid not in peer.jids:
+            skipped.append((item_id, f"names {', '.join(sorted(peer.jids))}, not {jid}"))
+            continue
+        taken[fingerprint] = peer
+        item_ids[fingerprint] = item_id
+    limits = tuple(Limit(name, found, maximum) for name, (found, maximum) in counts.items())
+    return Publication(taken, item_ids, tuple(skipped), limits)

@@ -437,12 +437,10 @@ def condition_only(xml: ET.Element) -> bool:
             for condition in child:
                 if condition.tag == _TEXT or not condition.tag.startswith(_CONDITION_NAMESPACES):
                     return False
-        elif child.tag == _E2E and len(child) == 0 and not (child.text or "").strip():
-            continue
-        elif child.tag in _SERVER_ADDED:
-            continue
         else:
-            return False
+            empty_e2e = child.tag == _E2E and len(child) == 0 and not (child.text or "").strip()
+            if not (empty_e2e or child.tag in _SERVER_ADDED):
+                return False
     return has_error
 
 

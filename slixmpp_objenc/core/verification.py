@@ -4,17 +4,23 @@ A bare 6-character fingerprint could be matched by an attacker who grinds
 keys, so the string is derived from a commit-then-reveal exchange, as in
 ZRTP and Bluetooth numeric comparison:
 
-1. the initiator picks a nonce ``Ni`` and sends ``commit = H(tag, Ni, fp_i, fp_r)``;
+1. the initiator picks a nonce ``Ni`` and sends ``commit = H(tag, Ni, D(S_i), D(S_r))``;
 2. the responder answers with its nonce ``Nr`` (it cannot know ``Ni`` yet);
 3. the initiator reveals ``Ni``; the responder checks it against ``commit``.
 
-Both compute ``SAS = H(tag, Ni, Nr, fp_i, fp_r)`` truncated to 30 bits and
-written in 6 Crockford base32 characters, where ``fp_i``/``fp_r`` are the
-certificate fingerprints *as each side sees them*. A man in the middle who
-substituted certificates feeds different fingerprints into each side's
-hash, and because each nonce is fixed before the other side's is known, he
-cannot steer both strings to agree: they match with probability 2^-30 per
-attempt.
+Both compute ``SAS = H(tag, Ni, Nr, D(S_i), D(S_r))`` truncated to 30 bits
+and written in 6 Crockford base32 characters. ``S_i`` and ``S_r`` are the
+*sets* of certificate fingerprints of the initiator's and the responder's
+accounts *as each side sees them*: for the other account, every certificate
+it encrypts to for that JID; for its own, its certificate and those of the
+other devices of its account it encrypts to. ``D`` is a digest of the
+sorted set (:func:`set_digest`). So one comparison covers every key either
+side would encrypt to for the other: a certificate a server slipped into
+one side's view (a contact's "extra device", a device of ours) changes that
+side's string. A man in the middle who substituted certificates feeds
+different sets into each side's hash, and because each nonce is fixed
+before the other side's is known, he cannot steer both strings to agree:
+they match with probability 2^-30 per attempt.
 
 Pure state machines, no I/O: the plugin carries the three messages.
 """
@@ -24,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from enum import Enum
 from typing import Final
 
 from .errors import ObjEncError
 
 __all__ = [
+    "MAX_SET_SIZE",
     "NONCE_LENGTH",
     "SAS_ALPHABET",
     "SAS_LENGTH",
@@ -38,6 +45,8 @@ __all__ = [
     "SasResponder",
     "VerificationError",
     "commitment",
+    "differences",
+    "set_digest",
     "short_authentication_string",
 ]
 
@@ -46,9 +55,12 @@ SAS_LENGTH: Final = 6
 SAS_BITS: Final = 30
 SAS_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 """Crockford base32: no I, L, O or U, so nothing is misread over the phone."""
+MAX_SET_SIZE: Final = 128
+"""Fingerprints one set may hold (an account's capped devices, with room)."""
 
-_COMMIT_TAG: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 sas commit\x00"
-_SAS_TAG: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 sas v1\x00"
+_SET_TAG: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 sas set\x00"
+_COMMIT_TAG: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 sas commit v2\x00"
+_SAS_TAG: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 sas v2\x00"
 
 
 class VerificationError(ObjEncError):
@@ -71,20 +83,49 @@ def _check_nonce(nonce: bytes) -> None:
         raise VerificationError(f"nonce must be {NONCE_LENGTH} bytes")
 
 
-def commitment(nonce: bytes, initiator_fp: str, responder_fp: str) -> bytes:
-    """``H(tag || Ni || fp_i || fp_r)`` with SHA-256."""
+def _set(fingerprints: Collection[str]) -> list[bytes]:
+    if isinstance(fingerprints, str | bytes):
+        raise VerificationError("a set of fingerprints is needed, not one string")
+    raw = sorted({_fp(fp) for fp in fingerprints})
+    if not raw:
+        raise VerificationError("an empty set of certificates cannot be verified")
+    if len(raw) > MAX_SET_SIZE:
+        raise VerificationError(f"more than {MAX_SET_SIZE} certificates in one set")
+    return raw
+
+
+def set_digest(fingerprints: Collection[str]) -> bytes:
+    """``SHA-256(tag || n || fp_1 || ... || fp_n)``: the set's distinct fingerprints as
+    32 raw bytes each, in ascending order, ``n`` as two bytes big-endian."""
+    raw = _set(fingerprints)
+    return hashlib.sha256(_SET_TAG + len(raw).to_bytes(2, "big") + b"".join(raw)).digest()
+
+
+def commitment(
+    nonce: bytes, initiator_set: Collection[str], responder_set: Collection[str]
+) -> bytes:
+    """``H(tag || Ni || D(S_i) || D(S_r))`` with SHA-256."""
     _check_nonce(nonce)
-    return hashlib.sha256(_COMMIT_TAG + nonce + _fp(initiator_fp) + _fp(responder_fp)).digest()
+    return hashlib.sha256(
+        _COMMIT_TAG + nonce + set_digest(initiator_set) + set_digest(responder_set)
+    ).digest()
 
 
 def short_authentication_string(
-    initiator_nonce: bytes, responder_nonce: bytes, initiator_fp: str, responder_fp: str
+    initiator_nonce: bytes,
+    responder_nonce: bytes,
+    initiator_set: Collection[str],
+    responder_set: Collection[str],
 ) -> str:
     """The 6 characters both users compare."""
     _check_nonce(initiator_nonce)
     _check_nonce(responder_nonce)
     digest = hashlib.sha256(
-        _SAS_TAG + initiator_nonce + responder_nonce + _fp(initiator_fp) + _fp(responder_fp)
+        _SAS_TAG
+        + initiator_nonce
+        + responder_nonce
+        + set_digest(initiator_set)
+        + set_digest(responder_set)
     ).digest()
     value = int.from_bytes(digest[:4], "big") >> (32 - SAS_BITS)
     chars = []
@@ -94,6 +135,17 @@ def short_authentication_string(
     return "".join(reversed(chars))
 
 
+def differences(
+    claimed: Collection[str], seen: Collection[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the other side says a set is (``claimed``) against what we see:
+    ``(only_claimed, only_seen)``, each sorted. Only a diagnosis for the users
+    (the sets in messages are not protected); the strings decide."""
+    claimed_set = {fp.lower() for fp in claimed}
+    seen_set = {fp.lower() for fp in seen}
+    return tuple(sorted(claimed_set - seen_set)), tuple(sorted(seen_set - claimed_set))
+
+
 class _Stage(Enum):
     START = "start"
     WAITING = "waiting"
@@ -101,16 +153,20 @@ class _Stage(Enum):
 
 
 class _SasParty:
-    """What both sides hold: the fingerprints as this side sees them, its nonce."""
+    """What both sides hold: the two sets as this side sees them, its nonce."""
 
     def __init__(
         self,
-        own_fingerprint: str,
-        peer_fingerprint: str,
+        own_fingerprints: Collection[str],
+        peer_fingerprints: Collection[str],
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        self.own_fingerprint = own_fingerprint
-        self.peer_fingerprint = peer_fingerprint
+        _set(own_fingerprints)
+        _set(peer_fingerprints)
+        self.own_fingerprints = frozenset(fp.lower() for fp in own_fingerprints)
+        """Our account's set: our certificate and our other devices we encrypt to."""
+        self.peer_fingerprints = frozenset(fp.lower() for fp in peer_fingerprints)
+        """The other account's set: every certificate we encrypt to for it."""
         self._nonce = random_bytes(NONCE_LENGTH)
         _check_nonce(self._nonce)
         self._stage = _Stage.START
@@ -125,7 +181,7 @@ class SasInitiator(_SasParty):
         if self._stage is not _Stage.START:
             raise VerificationError("commit already sent")
         self._stage = _Stage.WAITING
-        return commitment(self._nonce, self.own_fingerprint, self.peer_fingerprint)
+        return commitment(self._nonce, self.own_fingerprints, self.peer_fingerprints)
 
     def receive_nonce(self, responder_nonce: bytes) -> bytes:
         """Message 2 in, message 3 out: our nonce, revealed. Sets :attr:`sas`."""
@@ -134,7 +190,7 @@ class SasInitiator(_SasParty):
         _check_nonce(responder_nonce)
         self._stage = _Stage.DONE
         self.sas = short_authentication_string(
-            self._nonce, responder_nonce, self.own_fingerprint, self.peer_fingerprint
+            self._nonce, responder_nonce, self.own_fingerprints, self.peer_fingerprints
         )
         return self._nonce
 
@@ -158,11 +214,14 @@ class SasResponder(_SasParty):
         """Message 3 in: check it against the commitment; return the SAS."""
         if self._stage is not _Stage.WAITING or self._commitment is None:
             raise VerificationError("no commitment received")
-        expected = commitment(initiator_nonce, self.peer_fingerprint, self.own_fingerprint)
+        expected = commitment(initiator_nonce, self.peer_fingerprints, self.own_fingerprints)
         self._stage = _Stage.DONE
         if not hmac.compare_digest(expected, self._commitment):
-            raise VerificationError("revealed nonce does not match the commitment")
+            raise VerificationError(
+                "revealed nonce does not match the commitment: the two sides do not "
+                "hold the same certificates for each other"
+            )
         self.sas = short_authentication_string(
-            initiator_nonce, self._nonce, self.peer_fingerprint, self.own_fingerprint
+            initiator_nonce, self._nonce, self.peer_fingerprints, self.own_fingerprints
         )
         return self.sas

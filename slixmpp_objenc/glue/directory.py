@@ -3,8 +3,11 @@
 Publishes ours (contacts-only), fetches a contact's on first contact (one
 shared fetch per contact), follows node notifications (our own other
 devices too), and feeds what it learns to the key ring through the core's
-:func:`~slixmpp_objenc.core.trust.reconcile`. It is also the view of the key
-ring the send decision reads (:class:`~slixmpp_objenc.core.send.KeyDirectoryView`).
+:func:`~slixmpp_objenc.core.certificates.read_publication` (one bad item is
+skipped, sets are capped) and :func:`~slixmpp_objenc.core.trust.reconcile`
+(a server can hide a key but not undo a verification; a device of ours is
+never trusted without a decision). It is also the view of the key ring the
+send decision reads (:class:`~slixmpp_objenc.core.send.KeyDirectoryView`).
 """
 
 from __future__ import annotations
@@ -19,19 +22,27 @@ from datetime import datetime
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from slixmpp import JID, Message, Presence
+from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.xep_0004 import Form
 
 from ..core import CertificateError, Identity, PeerCertificate, validate_peer_certificate
+from ..core.certificates import PublishedItem, canonical_jid, read_publication
 from ..core.constants import NS_OBJENC, qname
-from ..core.trust import Observation, TrustState, reconcile
-from ..events import KeyChangedEvent, PublishFailedEvent
+from ..core.trust import (
+    MAX_HELD_PER_JID,
+    Observation,
+    Reconciliation,
+    TrustState,
+    reconcile,
+)
+from ..events import DirectoryLimitEvent, KeyChangedEvent, KeyUnpublishedEvent, PublishFailedEvent
 from ..keyring import Keyring
 from ..stanza import Certificate
+from .common import parse_address
 from .persistence import Persistence
 
-__all__ = ["NODE_CERTS", "KeyDirectory"]
+__all__ = ["NODE_CERTS", "KeyDirectory", "normalize_jid"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,16 @@ STICKY_RETRY_SECONDS: Final = 10.0
 MAX_MISSES: Final = 10_000
 
 _CERTIFICATE_TAG: Final = qname(NS_OBJENC, "certificate")
+
+
+def normalize_jid(text: str) -> str:
+    """The core's :data:`~slixmpp_objenc.core.certificates.Normalizer` with slixmpp's
+    stringprep (nodeprep and nameprep, as Prosody applies them): the canonical
+    bare JID; ``ValueError`` for an invalid or empty one."""
+    bare = parse_address(text).bare
+    if not bare:
+        raise ValueError(f"invalid JID {text!r}")
+    return bare
 
 
 class KeyDirectory:
@@ -67,9 +88,17 @@ class KeyDirectory:
         self.enabled = bool(config.get("pep", True))
         self.timeout = float(config.get("discovery_timeout", 10.0))
         self.trust_new_devices = bool(config.get("trust_new_devices"))
+        self.trust_own_new_devices = bool(config.get("trust_own_new_devices"))
+        self.released: Callable[[str], None] = lambda _bare: None
+        """Called when a JID has no more decisions pending (held stanzas may go)."""
         self._discovering: dict[str, asyncio.Future[None]] = {}
         self._misses: dict[str, float] = {}
         self._interest = False
+        self._own_item_ids: dict[str, str] = {}
+        self._told_withdrawn: set[tuple[str, str]] = set()
+        self._retracting: set[asyncio.Future[None]] = set()
+        self._asked_own: set[str] = set()
+        """Certificates on our node the application was asked about this session."""
 
     # -- the view the send decision reads ----------------------------------
 
@@ -77,7 +106,8 @@ class KeyDirectory:
         return self.keyring.usable(bare, self._clock())
 
     def held(self, bare: str) -> bool:
-        return bool(self.keyring.records(bare))
+        # Only unpublished ones held: discovery may find them published again.
+        return any(r.trust is not TrustState.UNPUBLISHED for r in self.keyring.records(bare))
 
     def pending(self, bare: str) -> bool:
         return bool(self.keyring.pending(bare))
@@ -114,6 +144,13 @@ class KeyDirectory:
         if self.enabled and self._persistence.load_error is None:
             await self.publish()
             await self.discover(self.xmpp.boundjid.bare)
+        own = self.xmpp.boundjid.bare
+        for record in self.keyring.pending(own):  # still undecided: asked again
+            if record.fingerprint not in self._asked_own:
+                self._asked_own.add(record.fingerprint)
+                others = tuple(r.fingerprint for r in self.keyring.records(own) if r != record)
+                event = KeyChangedEvent(own, others, record.fingerprint)
+                self.xmpp.event("objenc_own_device_held", event)
 
     async def publish(self) -> bool:
         """Publish our certificate, readable by contacts only (see ``ObjEnc``)."""
@@ -180,6 +217,12 @@ class KeyDirectory:
         except (IqError, IqTimeout) as exc:
             log.info("objenc: no certificates for %s over PEP (%s)", bare, exc)
             self.remember_miss(bare)
+            if (
+                isinstance(exc, IqError)
+                and exc.iq["error"]["condition"] == "item-not-found"
+                and bare == self.xmpp.boundjid.bare
+            ):
+                await self.keyring.own_devices_known()  # no node: we are the first device
             return
         items = result["pubsub"]["items"]
         await self.reconcile(bare, [item.xml for item in items], complete=True)
@@ -212,46 +255,190 @@ class KeyDirectory:
 
     async def reconcile(self, bare: str, items: list[ET.Element], *, complete: bool) -> None:
         """Take in the certificates a JID publishes; with ``complete``, those no
-        longer published are revoked (the rules: :func:`~slixmpp_objenc.core.trust.reconcile`)."""
-        published = self._valid_certificates(bare, items)
+        longer published are dealt with (the rules:
+        :func:`~slixmpp_objenc.core.trust.reconcile`)."""
+        own_account = bare == self.xmpp.boundjid.bare
         held = {r.fingerprint: (r.trust, r.source) for r in self.keyring.records(bare)}
-        own = {i.fingerprint for i in self.keyring.identities}
-        sightings, revoked = reconcile(
-            held,
-            list(published),
-            own,
-            trust_new_devices=self.trust_new_devices,
-            complete=complete,
+        publication = read_publication(
+            bare,
+            [_published_item(item) for item in items],
+            held=held,
+            now=self._clock(),
+            normalize=self.keyring.normalize,
         )
-        for sighting in sightings:
-            peer = published[sighting.fingerprint]
+        for item_id, reason in publication.skipped:
+            log.info("objenc: ignoring item %r of %s's certificates: %s", item_id, bare, reason)
+        for limit in publication.limits:
+            log.warning(
+                "objenc: %s's certificate node exceeds a limit: %s (%d, at most %d)",
+                bare,
+                limit.name,
+                limit.found,
+                limit.maximum,
+            )
+            self.xmpp.event(
+                "objenc_directory_limit",
+                DirectoryLimitEvent(bare, limit.name, limit.found, limit.maximum),
+            )
+        if own_account:
+            self._own_item_ids.update(publication.item_ids)
+        first_contact = own_account and complete and self.keyring.own_first_contact
+        result = reconcile(
+            held,
+            list(publication.certificates),
+            {i.fingerprint for i in self.keyring.identities},
+            trust_new_devices=self.trust_own_new_devices if own_account else self.trust_new_devices,
+            complete=complete,
+            own_account=own_account,
+            first_contact=first_contact,
+        )
+        for sighting in result.sightings:
+            peer = publication.certificates[sighting.fingerprint]
             await self.keyring.observe(peer, source="pep", jid=bare, trust=sighting.trust)
-            event = {
-                Observation.CHANGED: "objenc_key_changed",
-                Observation.ADDED: "objenc_device_added",
-            }.get(sighting.observation)
-            if event is not None:
-                self.xmpp.event(event, KeyChangedEvent(bare, sighting.previous, peer.fingerprint))
-        for fingerprint in revoked:
-            log.info("objenc: %s no longer publishes %s", bare, fingerprint)
-            await self.keyring.set_trust(bare, fingerprint, TrustState.REVOKED)
-        if not published:
+            self._report(bare, sighting.observation, sighting.trust, sighting.previous, peer)
+        await self._withdrawn(bare, result)
+        if result.over_limit:
+            log.warning("objenc: %d new certificates of %s not recorded", result.over_limit, bare)
+            self.xmpp.event(
+                "objenc_directory_limit",
+                DirectoryLimitEvent(
+                    bare, "certificates-held", len(held) + result.over_limit, MAX_HELD_PER_JID
+                ),
+            )
+        if first_contact:
+            await self.keyring.own_devices_known()
+        if not self.keyring.pending(bare):
+            self.released(bare)
+        if not publication.certificates:
             self.remember_miss(bare)
 
-    def _valid_certificates(self, bare: str, items: list[ET.Element]) -> dict[str, PeerCertificate]:
-        published: dict[str, PeerCertificate] = {}
-        for item in items:
-            certificate = item.find(_CERTIFICATE_TAG)
-            if certificate is None or not certificate.text:
+    def _report(
+        self,
+        bare: str,
+        observation: Observation,
+        trust: TrustState | None,
+        previous: tuple[str, ...],
+        peer: PeerCertificate,
+    ) -> None:
+        own_account = bare == self.xmpp.boundjid.bare
+        event = KeyChangedEvent(bare, previous, peer.fingerprint)
+        if observation is Observation.RESTORED:
+            log.info("objenc: %s publishes %s again: %s", bare, peer.fingerprint, trust)
+            if trust is not TrustState.UNTRUSTED:
+                return
+            observation = Observation.CHANGED
+        if own_account:
+            if observation is Observation.FIRST:
+                log.info("objenc: pinned %s, a device our account already had", peer.fingerprint)
+            elif observation is Observation.CHANGED:
+                log.warning(
+                    "objenc: a new certificate %s is on our own node: not used until a "
+                    "device of ours accepts it (accept_key_change(%s, fingerprint))",
+                    peer.fingerprint,
+                    bare,
+                )
+                self._asked_own.add(peer.fingerprint)
+                self.xmpp.event("objenc_own_device_held", event)
+            elif observation is Observation.ADDED:
+                log.warning(
+                    "objenc: TRUSTING a new certificate %s on our own node WITHOUT A "
+                    "DECISION (trust_own_new_devices): every stanza is now encrypted to it "
+                    "too; if no device of yours was just added, your account is compromised",
+                    peer.fingerprint,
+                )
+                self.xmpp.event("objenc_own_device_added", event)
+            return
+        name = {
+            Observation.CHANGED: "objenc_key_changed",
+            Observation.ADDED: "objenc_device_added",
+        }.get(observation)
+        if name is not None:
+            self.xmpp.event(name, event)
+
+    async def _withdrawn(self, bare: str, result: Reconciliation) -> None:
+        for fingerprint in result.unpublished:
+            log.info("objenc: %s no longer publishes %s: not used until it does", bare, fingerprint)
+            await self.keyring.set_trust(bare, fingerprint, TrustState.UNPUBLISHED)
+        for fingerprint in result.forgotten:
+            log.info("objenc: %s withdrew %s before it was decided on", bare, fingerprint)
+            await self.keyring.forget(bare, fingerprint)
+        for fingerprint in result.withdrawn_verified:
+            if (bare, fingerprint) in self._told_withdrawn:
                 continue
+            self._told_withdrawn.add((bare, fingerprint))
+            log.warning(
+                "objenc: %s no longer publishes its verified certificate %s; it is kept "
+                "(only you can revoke it)",
+                bare,
+                fingerprint,
+            )
+            self.xmpp.event(
+                "objenc_key_unpublished",
+                KeyUnpublishedEvent(bare, fingerprint, TrustState.VERIFIED),
+            )
+
+    # -- by hand ---------------------------------------------------------------
+
+    def add_manual(self, pem: bytes, trust: TrustState | str, jid: Any = None) -> PeerCertificate:
+        """The plugin's ``add_peer_certificate``: :class:`CertificateError`, and only
+        that, for any bad input (certificate, JID or trust state)."""
+        peer = validate_peer_certificate(pem, now=self._clock(), normalize=self.keyring.normalize)
+        if jid is None and len(peer.jids) != 1:
+            raise CertificateError(
+                f"certificate names {len(peer.jids)} JIDs; pass jid= to choose one"
+            )
+        try:
+            target = canonical_jid(str(jid), self.keyring.normalize) if jid is not None else None
+            state = TrustState(trust)
+        except ValueError as exc:
+            raise CertificateError(str(exc)) from exc
+        _, records = self.keyring.observe_now(peer, source="manual", trust=state, jid=target)
+        for record in records:
+            self._persistence.save_peer(record)
+            self.released(record.jid)
+        return peer
+
+    def remove(self, jid: str, fingerprint: str | None) -> None:
+        """The plugin's ``remove_peer_certificate``: a contact's certificates are
+        forgotten; a device of ours is revoked (so it never comes back as
+        trusted, nor as a question) and retracted from our node."""
+        bare = self.keyring.bare(jid)
+        own = bare == self.xmpp.boundjid.bare
+        for record in self.keyring.records(jid):
+            if fingerprint is not None and record.fingerprint != fingerprint:
+                continue
+            if own:
+                revoked = TrustState.REVOKED
+                self._persistence.save_peer(
+                    self.keyring.set_trust_now(record.jid, record.fingerprint, revoked)
+                )
+                task = asyncio.ensure_future(
+                    self.retract_own(record.fingerprint), loop=self.xmpp.loop
+                )
+                self._retracting.add(task)
+                task.add_done_callback(self._retracting.discard)
+            else:
+                self.keyring.forget_now(record.jid, record.fingerprint)
+                self._persistence.delete_peer(record.jid, record.fingerprint)
+        if bare is not None:
+            self.released(bare)
+
+    async def retract_own(self, fingerprint: str) -> None:
+        """Retract a removed device of ours from our node (best effort), so that
+        contacts stop encrypting to it too; the key ring keeps it ``revoked``."""
+        if not self.enabled:
+            return
+        for item_id in {fingerprint, self._own_item_ids.get(fingerprint, fingerprint)}:
             try:
-                der = base64.b64decode(certificate.text, validate=True)
-                peer = validate_peer_certificate(der, now=self._clock())
-            except (ValueError, CertificateError) as exc:
-                log.info("objenc: ignoring a certificate published by %s: %s", bare, exc)
-                continue
-            if bare not in {JID(j).bare for j in peer.jids}:
-                log.warning("objenc: %s published a certificate for %s", bare, peer.jids)
-                continue
-            published[peer.fingerprint] = peer
-        return published
+                await self.xmpp.plugin["xep_0060"].retract(
+                    None, NODE_CERTS, item_id, notify=True, timeout=self.timeout
+                )
+            except (IqError, IqTimeout) as exc:
+                log.info("objenc: could not retract %s from our node: %s", item_id, exc)
+
+
+def _published_item(item: ET.Element) -> PublishedItem:
+    return PublishedItem(
+        item.get("id", ""),
+        tuple(c.text or "" for c in item.findall(_CERTIFICATE_TAG)),
+    )

@@ -494,7 +494,7 @@ class TestReviewFindings(ObjEncTestCase):
 
         from slixmpp_objenc.core import CertificateError
 
-        identity = make_multi_jid_identity(["mallory@evil.example", "ALICE@example.org"])
+        identity = make_multi_jid_identity(["mallory@evil.example", "alice@example.org"])
         with pytest.raises(CertificateError):
             self.plugin.add_peer_certificate(identity.certificate_pem())
         self.plugin.add_peer_certificate(identity.certificate_pem(), jid="mallory@evil.example")

@@ -415,3 +415,71 @@ def test_python_dash_m_help() -> None:
     assert result.stdout.startswith("usage: objenc")
     for command in ("keygen", "show", "peers", "trust", "distrust", "export", "import"):
         assert command in result.stdout
+
+
+# -- issue 9: own devices (kind 1) and one JID normalization (kind 8) ------------------
+
+
+def _hold_own_devices(store: Path, device: Identity, attacker: Identity) -> None:
+    """What the plugin records when our node publishes another device of ours
+    (accepted) and one nobody decided on yet."""
+
+    async def run() -> None:
+        storage = SQLiteStorage(store)
+        await storage.open()
+        try:
+            keyring = Keyring(storage)
+            await keyring.load()
+            for identity, trust in ((device, TrustState.TOFU), (attacker, TrustState.UNTRUSTED)):
+                peer = validate_peer_certificate(identity.certificate)
+                await keyring.observe(peer, source="pep", trust=trust, jid=ME)
+        finally:
+            await storage.close()
+
+    asyncio.run(run())
+
+
+def test_peers_marks_our_own_devices_and_what_awaits_a_decision(keyed: Cli, peer: Identity) -> None:
+    device = generate_identity(ME, key_size=2048)
+    attacker = generate_identity(ME, key_size=2048)
+    keyed("import", keyed.write("juliet.pem", peer.certificate_pem()))
+    _hold_own_devices(keyed.store, device, attacker)
+    assert keyed("peers") == 0, keyed.err
+    rows = keyed.out.splitlines()[1:4]
+    own_rows = sorted(row.split()[:4] for row in rows[:2])  # our own devices first
+    assert own_rows == [[ME, "(own", "device)", "tofu"], [ME, "(own", "device)", "untrusted"]]
+    assert rows[2].split()[:2] == [PEER, "tofu"]
+    assert "1 certificate(s) on your own account's node are not used" in keyed.out
+    # the user decides with the usual commands
+    short = " ".join(format_fingerprint(attacker.fingerprint).split()[:4])
+    assert keyed("distrust", ME, short) == 0, keyed.err
+    record = load_keyring(keyed.store).record(ME, attacker.fingerprint)
+    assert record is not None and record.trust is TrustState.REVOKED
+    assert keyed("peers", ME) == 0
+    assert "not used until" not in keyed.out
+
+
+def test_the_jid_is_normalized_as_slixmpp_does(cli: Cli) -> None:
+    # before issue 9: 'Straße@Example.org' selected the store of 'straße@example.org'
+    # and its certificate named that spelling, while the plugin (slixmpp) uses
+    # 'strasse@example.org': two stores, and a certificate no one could match
+    assert cli("keygen", "--key-size", "2048", jid="Straße@Example.org") == 0, cli.err
+    store = account_store_path(cli.data_dir, "strasse@example.org")
+    assert store.exists()
+    identity = load_keyring(store).identity
+    assert identity is not None
+    assert validate_peer_certificate(identity.certificate).jids == {"strasse@example.org"}
+    assert cli("show", jid="strasse@example.org") == 0, cli.err
+    assert "usable" in cli.out and "Warning" not in cli.out
+    assert cli("peers", jid="not a jid@@") == 1
+    assert "is not a JID" in cli.err
+
+
+def test_import_refuses_a_certificate_for_a_non_canonical_spelling(
+    keyed: Cli, peer_key: rsa.RSAPrivateKey
+) -> None:
+    for spelling in ("Juliet@Capulet.net", "straße@example.org", "juliet@capulet.net/balcony"):
+        path = keyed.write("odd.pem", make_certificate(peer_key, [spelling]))
+        assert keyed("import", path) == 1, spelling
+        assert "canonical" in keyed.err
+    assert keyed("peers") == 0 and "No peer certificates" in keyed.out

@@ -250,17 +250,17 @@ def test_validate_accepts_builder_certificate(rsa_2048):
     assert validate_peer_certificate(der).fingerprint == peer.fingerprint
 
 
-def test_validate_multiple_addresses_normalised(rsa_2048):
+def test_validate_multiple_addresses(rsa_2048):
     cert = make_cert(
         rsa_2048,
         sans=[
             x509.DNSName("example.net"),
-            x509.OtherName(XMPP_ADDR, utf8string("Romeo@Example.net")),
-            x509.OtherName(XMPP_ADDR, utf8string("romeo@montague.net/orchard")),
+            x509.OtherName(XMPP_ADDR, utf8string("romeo@example.net")),
+            x509.OtherName(XMPP_ADDR, utf8string("romeo@montague.net")),
             x509.OtherName(x509.ObjectIdentifier("1.3.6.1.5.5.7.8.7"), b"\x16\x05_xmpp"),
         ],
     )
-    assert xmpp_addresses(cert) == ["Romeo@Example.net", "romeo@montague.net/orchard"]
+    assert xmpp_addresses(cert) == ["romeo@example.net", "romeo@montague.net"]
     assert validate_peer_certificate(cert).jids == frozenset(
         {"romeo@example.net", "romeo@montague.net"}
     )
@@ -450,3 +450,126 @@ def test_look_alike_addresses_are_refused(address):
     )
     with pytest.raises(CertificateError, match="normal form"):
         validate_peer_certificate(cert)
+
+
+# --------------------------------------------------------------------------- issue 9, kind 8
+
+
+def stringprep_like(jid: str) -> str:
+    """A stand-in for slixmpp's stringprep in core tests (the core takes any
+    normalizer): nodeprep case-folds and maps ß to ss; invalid JIDs raise."""
+    bare = jid.split("/", 1)[0]
+    if not bare or bare.count("@") > 1 or bare.startswith("@") or bare.endswith("@"):
+        raise ValueError(f"invalid JID {jid!r}")
+    return bare.lower().replace("ß", "ss")
+
+
+@pytest.mark.parametrize(
+    ("address", "canonical"),
+    [
+        ("Romeo@Example.net", "romeo@example.net"),  # case: the old code folded it silently
+        ("romeo@montague.net/orchard", "romeo@montague.net"),  # a full JID
+        ("straße@example.org", "strasse@example.org"),  # nodeprep maps ß to ss
+    ],
+)
+def test_an_address_the_normalizer_changes_is_refused(rsa_2048, address, canonical):
+    cert = make_cert(rsa_2048, sans=[x509.OtherName(XMPP_ADDR, utf8string_any(address))])
+    with pytest.raises(CertificateError, match="canonical"):
+        validate_peer_certificate(cert, normalize=stringprep_like)
+    # the canonical spelling itself is fine
+    good = make_cert(rsa_2048, sans=[x509.OtherName(XMPP_ADDR, utf8string_any(canonical))])
+    assert validate_peer_certificate(good, normalize=stringprep_like).jids == {canonical}
+
+
+@pytest.mark.parametrize("address", ["a@b@example.org", "@example.org", "romeo@"])
+def test_an_address_the_normalizer_rejects_is_refused(rsa_2048, address):
+    cert = make_cert(rsa_2048, sans=[x509.OtherName(XMPP_ADDR, utf8string_any(address))])
+    with pytest.raises(CertificateError, match="invalid JID"):
+        validate_peer_certificate(cert, normalize=stringprep_like)
+
+
+def test_one_non_canonical_address_refuses_the_whole_certificate(rsa_2048):
+    cert = make_cert(
+        rsa_2048,
+        sans=[
+            x509.OtherName(XMPP_ADDR, utf8string("mallory@evil.example")),
+            x509.OtherName(XMPP_ADDR, utf8string("ALICE@example.org")),
+        ],
+    )
+    with pytest.raises(CertificateError):
+        validate_peer_certificate(cert)
+
+
+def test_a_normalizer_that_raises_anything_is_a_certificate_error(rsa_2048):
+    def broken(jid: str) -> str:
+        raise RuntimeError("stringprep exploded")
+
+    with pytest.raises(CertificateError):
+        validate_peer_certificate(make_cert(rsa_2048), normalize=broken)
+
+
+def test_generated_identities_use_the_canonical_bare_jid():
+    identity = generate_identity(
+        "Straße@Example.ORG/laptop", key_size=2048, normalize=stringprep_like
+    )
+    assert xmpp_addresses(identity.certificate) == ["strasse@example.org"]
+    peer = validate_peer_certificate(identity.certificate, normalize=stringprep_like)
+    assert peer.jids == {"strasse@example.org"}
+    with pytest.raises(CertificateError):
+        generate_identity("@example.org", key_size=2048, normalize=stringprep_like)
+
+
+def utf8string_any(text: str) -> bytes:
+    from slixmpp_objenc.core.certificates import _der_utf8string
+
+    return _der_utf8string(text)
+
+
+# --------------------------------------------------------------------------- issue 9, kind 4
+
+
+def _crafted():
+    import hostile_certificates as hostile
+
+    return {
+        "duplicate-extension": hostile.duplicate_extension("alice@example.org"),
+        "unknown-key-algorithm": hostile.unknown_key_algorithm("alice@example.org"),
+        "1.4-MB": hostile.huge("alice@example.org"),
+        "16400-bit-rsa": hostile.oversized_rsa("alice@example.org"),
+    }
+
+
+@pytest.fixture(scope="module")
+def crafted():
+    return _crafted()
+
+
+@pytest.mark.parametrize(
+    "name", ["duplicate-extension", "unknown-key-algorithm", "1.4-MB", "16400-bit-rsa"]
+)
+def test_malformed_or_oversized_certificates_raise_only_certificate_error(crafted, name):
+    # before issue 9: DuplicateExtension and UnsupportedAlgorithm escaped as such, and
+    # the 1.4 MB certificate (and the unusable 16400-bit key) was accepted
+    raw = crafted[name]
+    with pytest.raises(CertificateError):
+        validate_peer_certificate(raw)
+    pem = (
+        b"-----BEGIN CERTIFICATE-----\n"
+        + __import__("base64").encodebytes(raw)
+        + b"-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(CertificateError):
+        validate_peer_certificate(pem)
+
+
+@pytest.mark.parametrize("junk", [None, 42, "not a certificate", object(), b"\x30" * 40_000])
+def test_any_input_raises_only_certificate_error(junk):
+    with pytest.raises(CertificateError):
+        validate_peer_certificate(junk)
+
+
+def test_the_size_limit_leaves_room_for_honest_certificates(identity_3072):
+    from slixmpp_objenc.core.certificates import MAX_CERTIFICATE_SIZE
+
+    ours = identity_3072.certificate.public_bytes(serialization.Encoding.DER)
+    assert len(ours) * 8 < MAX_CERTIFICATE_SIZE

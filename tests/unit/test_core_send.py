@@ -2,8 +2,7 @@
 sent, sealed stanzas, non-candidates, waiting (our keys, a key change,
 discovery) in that order, refusals (keys not loaded, encryption known to be
 needed) and the recipients of an encrypted stanza (PROTOCOL.md sections 3
-and 4); and reconcile() (core/trust.py), which takes in a contact's published
-certificates (PROTOCOL.md sections 9 and 10)."""
+and 4). reconcile() (core/trust.py) is tested in test_core_directory.py."""
 
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ from slixmpp_objenc.core.send import (
     Wait,
     plan,
 )
-from slixmpp_objenc.core.trust import Observation, Sighting, TrustState, reconcile
 
 OWN_BARE = "romeo@example.net"
 CONTACT = "juliet@capulet.net"
@@ -349,104 +347,3 @@ def test_answer_to_an_encrypted_stanza_with_none_usable_is_refused() -> None:
     ctx.exchanges.received(JULIET, "q1")
     assert isinstance(plan(out("iq", "result", JULIET, "q1"), ctx), Refuse)
     assert plan(out("iq", "result", JULIET, "q2"), ctx) is SEND_CLEAR
-
-
-# -------------------------------------------------------------------------------- trust: reconcile
-
-A, B, C, D = "aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32
-OWN_FP = "ee" * 32
-TOFU, VERIFIED, UNTRUSTED, REVOKED = (
-    TrustState.TOFU,
-    TrustState.VERIFIED,
-    TrustState.UNTRUSTED,
-    TrustState.REVOKED,
-)
-
-
-def test_first_publication_is_all_trusted_on_first_use() -> None:
-    sightings, revoked = reconcile({}, [A, B], ())
-    assert sightings == [
-        Sighting(A, Observation.FIRST, TOFU, ()),
-        Sighting(B, Observation.FIRST, TOFU, ()),
-    ]
-    assert revoked == []
-
-
-def test_known_certificates_keep_their_state() -> None:
-    held = {A: (VERIFIED, "pep"), B: (TOFU, "pep")}
-    sightings, revoked = reconcile(held, [A, B], ())
-    assert sightings == [
-        Sighting(A, Observation.KNOWN, None, ()),
-        Sighting(B, Observation.KNOWN, None, ()),
-    ]
-    assert revoked == []
-
-
-def test_added_device_is_a_key_change_by_default() -> None:
-    sightings, revoked = reconcile({A: (TOFU, "pep")}, [A, B], ())
-    assert sightings == [
-        Sighting(A, Observation.KNOWN, None, ()),
-        Sighting(B, Observation.CHANGED, UNTRUSTED, (A,)),
-    ]
-    assert revoked == []
-
-
-def test_added_device_trusted_with_trust_new_devices() -> None:
-    held = {A: (TOFU, "pep"), B: (TOFU, "manual")}
-    sightings, _ = reconcile(held, [A, B, C], (), trust_new_devices=True)
-    assert sightings[-1] == Sighting(C, Observation.ADDED, TOFU, (A, B))
-
-
-def test_new_device_of_a_verified_contact_is_a_change() -> None:
-    for trust_new_devices in (False, True):
-        held = {A: (VERIFIED, "pep")}
-        sightings, _ = reconcile(held, [A, B], (), trust_new_devices=trust_new_devices)
-        assert sightings[-1] == Sighting(B, Observation.CHANGED, UNTRUSTED, (A,))
-
-
-def test_replacement_is_a_change_and_the_old_one_revoked() -> None:
-    sightings, revoked = reconcile({A: (TOFU, "pep")}, [B], (), trust_new_devices=True)
-    assert sightings == [Sighting(B, Observation.CHANGED, UNTRUSTED, (A,))]
-    assert revoked == [A]
-
-
-def test_new_certificate_when_none_held_is_usable_is_a_change() -> None:
-    held = {A: (REVOKED, "pep"), B: (UNTRUSTED, "pep")}
-    sightings, _ = reconcile(held, [B, C], (), trust_new_devices=True)
-    assert sightings == [
-        Sighting(B, Observation.KNOWN, None, ()),
-        Sighting(C, Observation.CHANGED, UNTRUSTED, (A, B)),
-    ]
-
-
-def test_own_fingerprints_are_skipped() -> None:
-    sightings, revoked = reconcile({}, [OWN_FP, A], {OWN_FP})
-    assert sightings == [Sighting(A, Observation.FIRST, TOFU, ())]
-    assert revoked == []
-    # on our own node, none of ours is anything new
-    sightings, _ = reconcile({A: (TOFU, "pep")}, [A, OWN_FP], [OWN_FP])
-    assert [s.fingerprint for s in sightings] == [A]
-
-
-def test_complete_revokes_pep_certificates_no_longer_published() -> None:
-    held = {
-        A: (TOFU, "pep"),  # still published
-        B: (VERIFIED, "pep"),  # gone: revoked
-        C: (UNTRUSTED, "pep"),  # gone: revoked
-        D: (REVOKED, "pep"),  # gone, revoked already
-        "ff" * 32: (TOFU, "manual"),  # added by hand: never revoked by PEP
-    }
-    _, revoked = reconcile(held, [A], ())
-    assert revoked == [B, C]
-
-
-def test_empty_node_read_completely_revokes_every_pep_certificate() -> None:
-    held = {A: (TOFU, "pep"), B: (TOFU, "manual")}
-    assert reconcile(held, [], ()) == ([], [A])
-
-
-def test_incomplete_read_revokes_nothing() -> None:
-    held = {A: (TOFU, "pep"), B: (VERIFIED, "pep")}
-    sightings, revoked = reconcile(held, [C], (), complete=False)
-    assert revoked == []
-    assert sightings == [Sighting(C, Observation.CHANGED, UNTRUSTED, (A, B))]

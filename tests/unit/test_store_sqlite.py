@@ -133,7 +133,7 @@ async def test_everything_survives_close_and_reopen(db_path: Path) -> None:
     try:
         assert await snapshot(second) == before
         _, peers, _, settings_ = before
-        assert len(peers) == 4  # type: ignore[arg-type]
+        assert len(peers) == len(TrustState)  # type: ignore[arg-type]
         assert settings_ == {"last_sent": "2024-03-01T12:00:00.123Z", "policy:a%b": "always"}
     finally:
         await second.close()
@@ -367,7 +367,7 @@ async def test_file_open_to_others_is_refused(db_path: Path, bad_mode: int) -> N
     db_path.chmod(0o600)
     again = SQLiteStorage(db_path)
     await again.open()
-    assert len(await again.load_peers()) == 4
+    assert len(await again.load_peers()) == len(TrustState)
     await again.close()
 
 
