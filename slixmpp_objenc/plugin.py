@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -52,8 +52,25 @@ __all__ = ["NODE_CERTS", "ObjEnc"]
 
 log = logging.getLogger(__name__)
 
+MAX_DELAY = timedelta(days=30)
+"""Oldest server <delay/> stamp accepted (offline storage): older is refused as old."""
 REORDER_TOLERANCE = timedelta(minutes=2)
 """Out-of-order stanzas (XEP-0198 resends after newer ones) up to this much older pass."""
+
+
+def replay_guard_from_config(
+    config: dict[str, Any], own_bare: str, sticky: Callable[[str], bool]
+) -> ReplayGuard:
+    """The receiver's replay guard as configured (``max_delay``: a timedelta or seconds)."""
+    max_delay = config.get("max_delay", MAX_DELAY)
+    if not isinstance(max_delay, timedelta):
+        max_delay = timedelta(seconds=float(max_delay))
+    return ReplayGuard(
+        reorder=REORDER_TOLERANCE,
+        max_delay=max_delay,
+        # contacts and our own account never lose their replay state to a flood
+        protect=lambda bare: bare == own_bare or sticky(bare),
+    )
 
 
 class ObjEnc(BasePlugin):
@@ -100,7 +117,7 @@ class ObjEnc(BasePlugin):
         the draft's error stanzas for cases 4 and 3 (on; at most 10/min/sender).
 
     Expert knobs: ``identity``, ``key_size`` (3072), ``clock``,
-    ``random_bytes``, ``max_envelope_size``, ``replay_guard``,
+    ``random_bytes``, ``max_envelope_size``, ``replay_guard``, ``max_delay`` (30 days),
     ``discovery_timeout`` (10 s).
     """
 
@@ -134,6 +151,7 @@ class ObjEnc(BasePlugin):
         "clock": None,
         "random_bytes": None,
         "replay_guard": None,
+        "max_delay": MAX_DELAY,
     }
 
     # -- lifecycle ---------------------------------------------------------
@@ -191,7 +209,8 @@ class ObjEnc(BasePlugin):
             InboundContext(
                 own=address(self.xmpp.boundjid),
                 identities=self._identities,
-                replay_guard=config.get("replay_guard") or ReplayGuard(reorder=REORDER_TOLERANCE),
+                replay_guard=config.get("replay_guard")
+                or replay_guard_from_config(config, self.xmpp.boundjid.bare, self.keyring.sticky),
                 exchanges=exchanges,
                 clock=clock,
                 parse=parse_address,

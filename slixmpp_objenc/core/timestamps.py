@@ -1,5 +1,6 @@
 """Timestamps (draft section 6): formatting, a monotonic sending clock, and
-the receiving side's freshness and replay rules.
+the receiving side's freshness and replay rules (:class:`ReplayGuard`; the
+bounded state it keeps is :class:`~slixmpp_objenc.core.replay.ReplayLedger`).
 
 Everything takes the current time as an argument or an injectable clock, so
 tests pin it; nothing here reads the wall clock behind the caller's back.
@@ -8,18 +9,30 @@ tests pin it; nothing here reads the wall clock behind the caller's back.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from .errors import StaleStanza
+from .replay import (
+    UNATTRIBUTED,
+    ReplayGuardState,
+    ReplayLedger,
+    ReplayPolicy,
+    SenderState,
+    bare_of,
+)
 
 __all__ = [
+    "PRUNE_EVERY",
+    "UNATTRIBUTED",
     "ReplayGuard",
     "ReplayGuardState",
+    "ReplayLedger",
+    "ReplayPolicy",
+    "SenderState",
     "TimestampSource",
+    "bare_of",
     "check_archived",
     "format_timestamp",
     "parse_timestamp",
@@ -108,16 +121,10 @@ class TimestampSource:
         return _from_ms(now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayGuardState:
-    """What a :class:`ReplayGuard` must persist to keep its promises across restarts."""
-
-    last_accepted: dict[str, tuple[int, int]]
-    """sender full JID -> (timestamp ms, received-at ms) of the last accepted stanza."""
-    seen: list[tuple[bytes, int]]
-    """(digest, timestamp ms) of accepted stanzas, oldest first."""
-    floor_ms: int = 0
-    """Timestamps at or below this are refused: their digests were forgotten."""
+PRUNE_EVERY: Final = 1024
+"""A :class:`ReplayGuard` applies every rule of :meth:`ReplayLedger.prune` once per
+this many admissions (the caps on digests after each one); persistence prunes the
+store as often."""
 
 
 class ReplayGuard:
@@ -125,22 +132,28 @@ class ReplayGuard:
 
     A stanza is admitted when all of these hold, checked in this order:
 
-    1. ``replay``: its digest (the MAC) was not admitted before;
-    2. ``future``/``old``: its timestamp is within ``skew`` (5 minutes) of now,
-       or, for an offline message, of the server's ``<delay/>`` stamp (which
-       itself must not lie in the future, and must be younger than
-       ``retention``, the horizon of the replay cache);
+    1. ``replay``: its digest (the MAC) is not kept from an earlier admission;
+    2. ``old``/``future``: its timestamp is above its sender's floor (the newest
+       of its evicted digests; for a sender without kept state, the forgotten
+       floor), and within ``skew`` (5 minutes) of now or, for an offline
+       message, of the server's ``<delay/>`` stamp, which itself must be at
+       most ``skew`` ahead of now and at most ``max_delay`` (30 days) old;
     3. ``decreasing``: it is later than the last timestamp admitted from the
        same sender full JID, if that one was received in the last ``window``
-       (10 minutes). With ``reorder`` (0 by default, as the draft reads), a
-       stanza up to that much older than the newest admitted one passes: exact
-       copies are still caught by rule 1, and stream-management resumption
-       resends lost stanzas after newer ones.
+       (10 minutes); a timestamp ahead of our clock counts as the time it was
+       received, so one stanza dated ahead blocks nothing. With ``reorder``
+       (0 by default, as the draft reads), a stanza up to that much older than
+       the newest admitted one passes: exact copies are still caught by rule 1,
+       and stream-management resumption resends lost stanzas after newer ones;
+    4. ``old``: there is room for its sender's state (see :class:`ReplayLedger`:
+       at most ``max_senders`` senders; a quiet one makes room).
 
-    Digests are kept for ``retention`` after their timestamp, and at most
-    ``max_entries`` of them (oldest dropped first). Forgetting a digest
-    raises a floor: any timestamp at or below the newest forgotten one is
-    refused as ``old``, so flooding the cache cannot reopen a replay.
+    State is kept per sender bare JID (an envelope only opens from the bare JID
+    its inner ``from`` names, PROTOCOL.md 5.3), bounded by ``max_per_sender``,
+    ``max_entries`` and ``max_senders``, and pruned as :class:`ReplayLedger` says.
+    ``protect`` (bare JID -> bool; the plugin passes "a certificate is held")
+    names senders never folded nor refused for room. ``retention`` is the
+    former name of ``max_delay``.
     """
 
     def __init__(
@@ -148,18 +161,26 @@ class ReplayGuard:
         *,
         skew: timedelta = timedelta(minutes=5),
         window: timedelta = timedelta(minutes=10),
-        retention: timedelta = timedelta(days=30),
-        max_entries: int = 100_000,
+        max_delay: timedelta = timedelta(days=30),
         reorder: timedelta = timedelta(0),
+        max_entries: int = 100_000,
+        max_per_sender: int = 10_000,
+        max_senders: int = 10_000,
+        protect: Callable[[str], bool] | None = None,
+        retention: timedelta | None = None,
     ) -> None:
-        self.skew_ms = int(skew.total_seconds() * 1000)
-        self.window_ms = int(window.total_seconds() * 1000)
-        self.retention_ms = int(retention.total_seconds() * 1000)
-        self.max_entries = max_entries
-        self.reorder_ms = int(reorder.total_seconds() * 1000)
-        self._last: dict[str, tuple[int, int]] = {}
-        self._seen: OrderedDict[bytes, int] = OrderedDict()
-        self.floor_ms = 0
+        if min(max_entries, max_per_sender, max_senders) < 1:
+            raise ValueError("replay caps must be at least 1")
+        self.policy = ReplayPolicy(
+            skew_ms=_ms(skew),
+            window_ms=_ms(window),
+            max_delay_ms=_ms(max_delay if retention is None else retention),
+            reorder_ms=_ms(reorder),
+            max_entries=max_entries,
+            max_per_sender=max_per_sender,
+            max_senders=max_senders,
+        )
+        self._ledger = ReplayLedger(self.policy, protect)
         self._records = 0
 
     def check(
@@ -172,38 +193,45 @@ class ReplayGuard:
         delay: datetime | None = None,
     ) -> None:
         """Raise :class:`StaleStanza` if the stanza must be refused; record nothing."""
-        ts = to_ms(timestamp)
-        now_ms = to_ms(now)
-        if digest in self._seen:
+        policy, ledger = self.policy, self._ledger
+        ts, now_ms = to_ms(timestamp), to_ms(now)
+        bare = bare_of(sender)
+        if digest in ledger:
             raise StaleStanza("replay")
-        if ts <= self.floor_ms:
+        if ts <= ledger.floor(bare):
             raise StaleStanza("old")
         reference = now_ms
         if delay is not None:
             delay_ms = to_ms(delay)
-            if delay_ms > now_ms + self.skew_ms:
+            if delay_ms > now_ms + policy.skew_ms:
                 raise StaleStanza("future")
-            if delay_ms < now_ms - self.retention_ms:
+            if delay_ms < now_ms - policy.max_delay_ms:
                 raise StaleStanza("old")
             reference = delay_ms
-        if ts > reference + self.skew_ms:
+        if ts > reference + policy.skew_ms:
             raise StaleStanza("future")
-        if ts < reference - self.skew_ms:
+        if ts < reference - policy.skew_ms:
             raise StaleStanza("old")
-        last = self._last.get(sender)
+        last = ledger.last(sender)
         if last is not None:
             last_ts, received_at = last
-            if now_ms - received_at <= self.window_ms and ts <= last_ts - self.reorder_ms:
+            if now_ms - received_at <= policy.window_ms and ts <= last_ts - policy.reorder_ms:
                 raise StaleStanza("decreasing")
+        if not ledger.has_room(bare, now_ms):
+            raise StaleStanza("old")
 
     def record(self, sender: str, timestamp: datetime, digest: bytes, *, now: datetime) -> None:
-        """Remember an admitted stanza."""
-        ts = to_ms(timestamp)
+        """Remember an admitted stanza; raises ``StaleStanza("old")`` only when
+        there is no room for its sender (as :meth:`check` says)."""
         now_ms = to_ms(now)
-        held = self._last.get(sender)
-        self._last[sender] = (max(ts, held[0]) if held else ts, now_ms)
-        self._seen[digest] = ts
-        self._expire(now_ms)
+        bare = bare_of(sender)
+        if not self._ledger.make_room(bare, now_ms):
+            raise StaleStanza("old")
+        self._ledger.remember(sender, to_ms(timestamp), now_ms, digest)
+        self._ledger.maintain(bare, now_ms)
+        self._records += 1
+        if self._records % PRUNE_EVERY == 0:
+            self._ledger.prune(now_ms)
 
     def admit(
         self,
@@ -218,33 +246,30 @@ class ReplayGuard:
         self.check(sender, timestamp, digest, now=now, delay=delay)
         self.record(sender, timestamp, digest, now=now)
 
-    def _expire(self, now_ms: int) -> None:
-        horizon = now_ms - self.retention_ms - self.skew_ms
-        while self._seen:
-            digest, ts = next(iter(self._seen.items()))
-            if ts >= horizon and len(self._seen) <= self.max_entries:
-                break
-            del self._seen[digest]
-            self.floor_ms = max(self.floor_ms, ts)
-        self._records += 1
-        if self._records % 1024 == 0:  # occasional sweep: the window is short
-            stale = [s for s, (_, rx) in self._last.items() if now_ms - rx > self.window_ms]
-            for sender in stale:
-                del self._last[sender]
+    def prune(self, now: datetime) -> None:
+        """Apply every bound now (the guard also does it every :data:`PRUNE_EVERY`)."""
+        self._ledger.prune(to_ms(now))
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(sender bare JIDs, digests) kept."""
+        return self._ledger.senders, len(self._ledger)
+
+    def kept_senders(self) -> frozenset[str]:
+        """The sender bare JIDs whose state is kept (a store keeps at least these)."""
+        return self._ledger.kept()
 
     def state(self) -> ReplayGuardState:
         """A snapshot to persist."""
-        return ReplayGuardState(dict(self._last), list(self._seen.items()), self.floor_ms)
+        return self._ledger.state()
 
     def restore(self, state: ReplayGuardState) -> None:
         """Load a snapshot taken by :meth:`state`, merging: newer knowledge wins."""
-        for sender, (ts, received_at) in state.last_accepted.items():
-            held = self._last.get(sender)
-            if held is None or held[1] < received_at:
-                self._last[sender] = (ts, received_at)
-        for digest, ts in state.seen:
-            self._seen.setdefault(digest, ts)
-        self.floor_ms = max(self.floor_ms, state.floor_ms)
+        self._ledger.restore(state)
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
 
 
 def check_archived(

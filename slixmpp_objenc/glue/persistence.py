@@ -31,6 +31,7 @@ from ..core import (
 )
 from ..core.addressing import AddressParser
 from ..core.receive import Admission
+from ..core.timestamps import PRUNE_EVERY, to_ms
 from ..keyring import Keyring
 from ..store import PeerRecord, Storage
 from .common import Tasks
@@ -40,7 +41,9 @@ __all__ = ["Persistence", "default_storage", "identity_from_config"]
 log = logging.getLogger(__name__)
 
 LAST_SENT = "last-sent-timestamp"
-REPLAY_FLOOR = "replay-floor-ms"
+RETIRED_REPLAY_FLOOR = "replay-floor-ms"
+"""The global replay floor of schema 1, deleted at load: one sender could move it for
+all, and every digest it stood for is still in the store (nothing ever pruned it)."""
 
 
 class Persistence:
@@ -64,7 +67,7 @@ class Persistence:
         self.timestamps = TimestampSource(clock)
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._writer_task: asyncio.Future[None] | None = None
-        self._persisted_floor = 0
+        self._admissions = 0
         self._last_sent: datetime | None = None
         self._stored_last_sent: datetime | None = None
 
@@ -93,11 +96,7 @@ class Persistence:
             else:
                 await self.keyring.ensure_identity(bare, key_size=key_size)
             self._check_own_identity(bare, configured, parse)
-            replay_guard.restore(await self.storage.load_replay_state())
-            floor = await self.storage.get_setting(REPLAY_FLOOR)
-            if floor:
-                replay_guard.floor_ms = max(replay_guard.floor_ms, int(floor))
-            self._persisted_floor = replay_guard.floor_ms
+            await self._load_replay_state(replay_guard)
             last = await self.storage.get_setting(LAST_SENT)
             if last:
                 # up to a second of sending may not have been stored: start past it
@@ -112,6 +111,17 @@ class Persistence:
         finally:
             self.loaded.set()
 
+    async def _load_replay_state(self, guard: ReplayGuard) -> None:
+        """Restore the replay state, then bound it, in memory and in the store."""
+        guard.restore(await self.storage.load_replay_state())
+        now = self._clock()
+        guard.prune(now)
+        await self.storage.prune_replay_state(guard.policy, to_ms(now), guard.kept_senders())
+        retired = await self.storage.get_setting(RETIRED_REPLAY_FLOOR)
+        if retired is not None:
+            log.info("objenc: dropping the global replay floor of schema 1 (%s)", retired)
+            await self.storage.set_setting(RETIRED_REPLAY_FLOOR, None)
+
     def _check_own_identity(
         self, bare: str, configured: Identity | None, parse: AddressParser
     ) -> None:
@@ -119,7 +129,9 @@ class Persistence:
         if identity is None:
             raise EncryptionError("no identity yet: await plugin.ready()")
         try:
-            own = validate_peer_certificate(identity.certificate, now=self._clock())
+            own = validate_peer_certificate(
+                identity.certificate, now=self._clock(), normalize=self.keyring.normalize
+            )
         except CertificateError as exc:
             raise EncryptionError(f"our own certificate is unusable: {exc}") from exc
         self.own_certificate = own
@@ -170,17 +182,17 @@ class Persistence:
         self.write(lambda: self.storage.set_setting(key, value))
 
     def admitted(self, admission: Admission, guard: ReplayGuard) -> None:
-        """Keep what the replay guard admitted, and its floor when it moved (only
-        when a digest was forgotten)."""
-        floor_ms = guard.floor_ms
+        """Keep what the replay guard admitted; every ``PRUNE_EVERY`` admissions (as the
+        guard prunes itself), bound the store too, never folding a sender the guard keeps."""
         self.write(
             lambda: self.storage.record_admitted(
                 admission.sender, admission.timestamp_ms, admission.received_ms, admission.digest
             )
         )
-        if floor_ms != self._persisted_floor:
-            self._persisted_floor = floor_ms
-            self.set_setting(REPLAY_FLOOR, str(floor_ms))
+        self._admissions += 1
+        if self._admissions % PRUNE_EVERY == 0:
+            policy, now_ms, keep = guard.policy, admission.received_ms, guard.kept_senders()
+            self.write(lambda: self.storage.prune_replay_state(policy, now_ms, keep))
 
     # -- the sending clock -------------------------------------------------
 

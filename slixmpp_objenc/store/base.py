@@ -8,10 +8,11 @@ returns, what it wrote survives a crash of the process.
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from ..core.timestamps import ReplayGuardState
+from ..core.replay import ReplayGuardState, ReplayPolicy
 from ..core.trust import TrustState
 
 __all__ = [
@@ -89,18 +90,29 @@ class Storage(abc.ABC):
     # replay protection
     @abc.abstractmethod
     async def load_replay_state(self) -> ReplayGuardState:
-        """What :class:`~slixmpp_objenc.core.ReplayGuard` needs after a restart;
-        digests oldest first by timestamp. Datetimes are kept to the millisecond."""
+        """What :class:`~slixmpp_objenc.core.ReplayGuard` needs after a restart:
+        every digest kept (oldest first), and per sender bare JID its floor,
+        activity and digests. Times are integer milliseconds."""
 
     @abc.abstractmethod
     async def record_admitted(
         self, sender: str, timestamp_ms: int, received_ms: int, digest: bytes
     ) -> None:
-        """Remember one admitted stanza (last timestamp per sender, and its digest)."""
+        """Remember one admitted stanza from the full JID ``sender``: its digest, for
+        its bare JID (a new bare JID starts at the forgotten floor); the last
+        timestamp of the full JID (never later than ``received_ms``, and never
+        lowered), and the bare JID's activity."""
 
-    @abc.abstractmethod
-    async def prune_replay(self, older_than_ms: int, max_entries: int) -> None:
-        """Drop digests with a timestamp before ``older_than_ms``, keep at most ``max_entries``."""
+    async def prune_replay_state(  # noqa: B027 - optional: without it, nothing is dropped
+        self, policy: ReplayPolicy, now_ms: int, keep: Collection[str] = ()
+    ) -> None:
+        """Drop what ``policy`` says may go, as :class:`~slixmpp_objenc.core.replay.ReplayLedger`
+        does: expired digests and dead rule-3 entries; the oldest digests beyond the
+        caps (raising their sender's floor); senders with nothing left to say; and,
+        beyond ``policy.max_senders``, the least recently active quiet senders not
+        in ``keep`` (raising the forgotten floor). Never drops a digest that a floor
+        does not then cover. The base implementation keeps everything (safe,
+        unbounded)."""
 
     # small settings: last sent timestamp, encryption policies
     @abc.abstractmethod

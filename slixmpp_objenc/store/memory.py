@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Collection
 
-from ..core.timestamps import ReplayGuardState
+from ..core.replay import ReplayGuardState, ReplayLedger, ReplayPolicy
 from .base import OwnIdentityRecord, PeerRecord, Storage
 
 __all__ = ["MemoryStorage"]
@@ -16,8 +16,8 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self.identities: dict[str, OwnIdentityRecord] = {}
         self.peers: dict[tuple[str, str], PeerRecord] = {}
-        self.last_accepted: dict[str, tuple[int, int]] = {}
-        self.seen: OrderedDict[bytes, int] = OrderedDict()
+        self.replay = ReplayLedger()
+        """The replay state, bounded by the same code as the guard's."""
         self.settings: dict[str, str] = {}
 
     async def load_identities(self) -> list[OwnIdentityRecord]:
@@ -36,21 +36,19 @@ class MemoryStorage(Storage):
         self.peers.pop((jid, fingerprint), None)
 
     async def load_replay_state(self) -> ReplayGuardState:
-        oldest_first = sorted(self.seen.items(), key=lambda item: item[1])
-        return ReplayGuardState(dict(self.last_accepted), oldest_first)
+        return self.replay.state()
 
     async def record_admitted(
         self, sender: str, timestamp_ms: int, received_ms: int, digest: bytes
     ) -> None:
-        self.last_accepted[sender] = (timestamp_ms, received_ms)
-        self.seen[digest] = timestamp_ms
+        self.replay.remember(sender, timestamp_ms, received_ms, digest)
 
-    async def prune_replay(self, older_than_ms: int, max_entries: int) -> None:
-        for digest in [d for d, ts in self.seen.items() if ts < older_than_ms]:
-            del self.seen[digest]
-        if len(self.seen) > max_entries:
-            ordered = sorted(self.seen.items(), key=lambda item: item[1])
-            self.seen = OrderedDict(ordered[len(ordered) - max_entries :])
+    async def prune_replay_state(
+        self, policy: ReplayPolicy, now_ms: int, keep: Collection[str] = ()
+    ) -> None:
+        self.replay.policy = policy
+        self.replay.protect = frozenset(keep).__contains__
+        self.replay.prune(now_ms)
 
     async def get_setting(self, key: str) -> str | None:
         return self.settings.get(key)

@@ -30,8 +30,10 @@ the steps: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``
 (so entry 0 creates version 1, the initial schema). :meth:`SQLiteStorage.open`
 applies each missing step in its own transaction, together with the version
 bump, and refuses, without writing anything, a file whose version is newer
-than :data:`MIGRATIONS` knows. Adding version 2 is appending one entry, e.g.
-``_sql("ALTER TABLE peers ADD COLUMN label TEXT")``.
+than :data:`MIGRATIONS` knows. Adding a version is appending one entry, e.g.
+``_sql("ALTER TABLE peers ADD COLUMN label TEXT")``. Version 2 keeps the replay
+state per sender bare JID (PROTOCOL.md 6); digests from version 1 have no known
+sender and are kept, refused from every sender, until they expire.
 
 Times are stored as integer milliseconds since the epoch, UTC (sub-millisecond
 precision is truncated, like everywhere else in the protocol), and come back
@@ -46,7 +48,7 @@ import os
 import sqlite3
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from pathlib import Path
@@ -54,7 +56,8 @@ from typing import Final
 
 from ..core.certificates import normalize_bare_jid
 from ..core.errors import EncryptionError
-from ..core.timestamps import ReplayGuardState
+from ..core.replay import ReplayGuardState, ReplayPolicy
+from . import sqlite_replay as replay_sql
 from .base import OwnIdentityRecord, PeerRecord, Storage, TrustState
 
 __all__ = [
@@ -141,8 +144,32 @@ _V1_INITIAL_SCHEMA: Final = _sql(
     """,
 )
 
+_V2_REPLAY_PER_SENDER: Final = _sql(
+    "ALTER TABLE replay_seen ADD COLUMN sender TEXT NOT NULL DEFAULT ''",  # '': not known
+    "CREATE INDEX replay_seen_by_sender ON replay_seen (sender, timestamp_ms)",
+    """
+    CREATE TABLE replay_senders (
+        sender    TEXT    PRIMARY KEY,
+        floor_ms  INTEGER NOT NULL,
+        active_ms INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE TABLE replay_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO replay_meta (name, value) VALUES ('forgotten_floor_ms', 0)",
+    # schema 1 kept the timestamp as sent: one dated ahead blocked its sender
+    "UPDATE replay_last SET timestamp_ms = received_ms WHERE timestamp_ms > received_ms",
+    """
+    INSERT INTO replay_senders (sender, floor_ms, active_ms)
+    SELECT bare, 0, max(received_ms) FROM (
+        SELECT substr(sender, 1, instr(sender || '/', '/') - 1) AS bare, received_ms
+        FROM replay_last
+    ) WHERE bare != '' GROUP BY bare
+    """,
+)
+
 MIGRATIONS: list[Migration] = [
     _V1_INITIAL_SCHEMA,
+    _V2_REPLAY_PER_SENDER,
 ]
 """``MIGRATIONS[n]`` migrates version ``n`` to ``n + 1``; the latest version is its length."""
 
@@ -435,40 +462,19 @@ class SQLiteStorage(Storage):
 
     async def load_replay_state(self) -> ReplayGuardState:
         with self._tx(write=False) as conn:
-            last = conn.execute(
-                "SELECT sender, timestamp_ms, received_ms FROM replay_last"
-            ).fetchall()
-            seen = conn.execute(
-                "SELECT digest, timestamp_ms FROM replay_seen ORDER BY timestamp_ms, id"
-            ).fetchall()
-        return ReplayGuardState(
-            {sender: (ts, rx) for sender, ts, rx in last},
-            [(bytes(digest), ts) for digest, ts in seen],
-        )
+            return replay_sql.load(conn)
 
     async def record_admitted(
         self, sender: str, timestamp_ms: int, received_ms: int, digest: bytes
     ) -> None:
         with self._tx(write=True) as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO replay_last (sender, timestamp_ms, received_ms)"
-                " VALUES (?, ?, ?)",
-                (sender, int(timestamp_ms), int(received_ms)),
-            )
-            conn.execute(
-                "INSERT INTO replay_seen (digest, timestamp_ms) VALUES (?, ?)"
-                " ON CONFLICT (digest) DO UPDATE SET timestamp_ms = excluded.timestamp_ms",
-                (bytes(digest), int(timestamp_ms)),
-            )
+            replay_sql.record(conn, sender, int(timestamp_ms), int(received_ms), bytes(digest))
 
-    async def prune_replay(self, older_than_ms: int, max_entries: int) -> None:
+    async def prune_replay_state(
+        self, policy: ReplayPolicy, now_ms: int, keep: Collection[str] = ()
+    ) -> None:
         with self._tx(write=True) as conn:
-            conn.execute("DELETE FROM replay_seen WHERE timestamp_ms < ?", (int(older_than_ms),))
-            conn.execute(
-                "DELETE FROM replay_seen WHERE id IN (SELECT id FROM replay_seen"
-                " ORDER BY timestamp_ms DESC, id DESC LIMIT -1 OFFSET ?)",
-                (max(0, int(max_entries)),),
-            )
+            replay_sql.prune(conn, policy, int(now_ms), frozenset(keep))
 
     # -- settings
 

@@ -376,10 +376,25 @@ def test_guard_decreasing_window_expires():
 
 def test_guard_window_measured_from_receipt_not_timestamp():
     guard = ReplayGuard()
-    # admitted with a timestamp 4 minutes in the future (allowed skew)
+    # admitted with a timestamp 4 minutes in the past (allowed skew)
+    guard.admit(JULIET, T0 - timedelta(minutes=4), digest(1), now=T0)
+    # 7 minutes later the window counted from the timestamp (11 min) has passed,
+    # the one counted from receipt (7 min) has not: an older stanza is decreasing
+    now = T0 + timedelta(minutes=7)
+    older = T0 - timedelta(minutes=4) - MS
+    assert reason(guard, JULIET, older, digest(2), now=now, delay=T0) == "decreasing"
+
+
+def test_guard_bar_never_passes_the_receipt_time():
+    """A stanza dated ahead (within the skew) is admitted, but the bar for the next
+    one is when it was received: one stanza never makes genuine ones 'decreasing'
+    (the rule this test pinned before, decreasing against the timestamp as sent,
+    was issue 9's kind 5; see test_core_replay.py)."""
+    guard = ReplayGuard()
     guard.admit(JULIET, T0 + timedelta(minutes=4), digest(1), now=T0)
     now = T0 + timedelta(minutes=6)
-    assert reason(guard, JULIET, T0 + timedelta(minutes=3), digest(2), now=now) == "decreasing"
+    assert reason(guard, JULIET, T0 + timedelta(minutes=3), digest(2), now=now) is None
+    assert reason(guard, JULIET, T0, digest(2), now=now, delay=T0) == "decreasing"
 
 
 def test_guard_exact_replay_even_from_another_sender():

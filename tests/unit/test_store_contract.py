@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from slixmpp_objenc.core.replay import ReplayPolicy, SenderState
 from slixmpp_objenc.core.timestamps import ReplayGuardState
 from slixmpp_objenc.store import MemoryStorage, OwnIdentityRecord, PeerRecord, Storage, TrustState
 from slixmpp_objenc.store.sqlite import SQLiteStorage
@@ -184,6 +185,11 @@ async def test_record_admitted_and_load(store: Storage) -> None:
         "romeo@montague.net/orchard": (2000, 2015),
     }
     assert state.seen == [(b"\x01" * 32, 1000), (b"\x02" * 32, 2000), (b"\x03" * 32, 3000)]
+    assert state.senders == {
+        "juliet@capulet.net": SenderState(0, 3001, [b"\x01" * 32, b"\x03" * 32]),
+        "romeo@montague.net": SenderState(0, 2015, [b"\x02" * 32]),
+    }
+    assert state.forgotten_floor_ms == 0
 
 
 async def test_record_admitted_same_digest_is_kept_once(store: Storage) -> None:
@@ -203,31 +209,135 @@ async def test_state_feeds_a_replay_guard(store: Storage) -> None:
         guard.check("b@y/r", sent, b"mac", now=sent)
 
 
-async def test_prune_by_age(store: Storage) -> None:
+async def test_last_timestamp_is_never_later_than_its_receipt(store: Storage) -> None:
+    """Issue 9, kind 5: a stanza dated ahead must not raise the bar of rule 3 past
+    our clock, across a restart either (old code stored the timestamp as sent)."""
+    await store.record_admitted("a@x/r", 600_000, 1000, b"ahead")
+    assert (await store.load_replay_state()).last_accepted == {"a@x/r": (1000, 1000)}
+    await store.record_admitted("a@x/r", 900, 1100, b"older")  # never lowered
+    assert (await store.load_replay_state()).last_accepted == {"a@x/r": (1000, 1100)}
+    assert dict((await store.load_replay_state()).seen) == {b"ahead": 600_000, b"older": 900}
+
+
+# -- bounded replay state ------------------------------------------------------------------
+# Policies here use small numbers; ``now`` and timestamps are plain milliseconds.
+
+MIN_MS = 60_000
+
+
+def policy(**changes: int) -> ReplayPolicy:
+    return replace(ReplayPolicy(), max_delay_ms=3_600_000, **changes)  # one hour
+
+
+async def test_prune_expires_what_can_no_longer_be_admitted(store: Storage) -> None:
+    hour = 3_600_000
+    for n in range(10):
+        await store.record_admitted(f"s{n}@x/r", n * MIN_MS, n * MIN_MS, bytes([n]))
+    now = hour + 5 * MIN_MS + 5 * MIN_MS  # horizon: 5 minutes
+    await store.prune_replay_state(policy(), now)
+    state = await store.load_replay_state()
+    assert state.seen == [(bytes([n]), n * MIN_MS) for n in range(5, 10)]  # 5 min itself kept
+    assert state.last_accepted == {}  # every rule-3 entry is older than the window
+    assert set(state.senders) == {f"s{n}@x" for n in range(5, 10)}  # the others said all
+    assert all(s.floor_ms == 0 for s in state.senders.values())  # expiry needs no floor
+
+
+async def test_prune_keeps_what_is_recent(store: Storage) -> None:
     for n in range(10):
         await store.record_admitted(f"s{n}@x/r", n * 100, n * 100 + 1, bytes([n]))
-    await store.prune_replay(older_than_ms=500, max_entries=1000)
+    before = await store.load_replay_state()
+    await store.prune_replay_state(policy(), 1000)
+    assert await store.load_replay_state() == before
+
+
+async def test_prune_caps_a_sender_and_raises_only_its_floor(store: Storage) -> None:
+    for n in range(10):
+        await store.record_admitted("flood@x/r", n * 100, n * 100, bytes([n]))
+    await store.record_admitted("alice@x/r", 50, 50, b"alice")
+    await store.prune_replay_state(policy(max_per_sender=3), 1000)
     state = await store.load_replay_state()
-    assert state.seen == [(bytes([n]), n * 100) for n in range(5, 10)]  # 500 itself is kept
-    assert len(state.last_accepted) == 10  # only digests are pruned
+    assert state.senders["flood@x"] == SenderState(600, 900, [bytes([7]), bytes([8]), bytes([9])])
+    assert state.senders["alice@x"] == SenderState(0, 50, [b"alice"])
+    assert state.forgotten_floor_ms == 0
+    await store.prune_replay_state(policy(max_per_sender=3), 1000)  # idempotent
+    assert await store.load_replay_state() == state
 
 
-async def test_prune_by_count_keeps_the_newest(store: Storage) -> None:
+async def test_prune_caps_all_digests_raising_each_owner_floor(store: Storage) -> None:
     for n in range(10):
-        await store.record_admitted("s@x/r", n * 100, n * 100, bytes([n]))
-    await store.prune_replay(older_than_ms=0, max_entries=3)
-    assert (await store.load_replay_state()).seen == [(bytes([n]), n * 100) for n in (7, 8, 9)]
-    await store.prune_replay(older_than_ms=0, max_entries=3)  # idempotent
-    assert len((await store.load_replay_state()).seen) == 3
+        await store.record_admitted(f"s{n % 3}@x/r", n * 100, n * 100, bytes([n]))
+    await store.prune_replay_state(policy(max_entries=4), 1000)
+    state = await store.load_replay_state()
+    assert state.seen == [(bytes([n]), n * 100) for n in (6, 7, 8, 9)]
+    assert {s: v.floor_ms for s, v in state.senders.items()} == {
+        "s0@x": 300,  # 0, 300 dropped (6, 9 kept)
+        "s1@x": 400,  # 100, 400 dropped (7 kept)
+        "s2@x": 500,  # 200, 500 dropped (8 kept)
+    }
 
 
-async def test_prune_by_age_and_count(store: Storage) -> None:
+async def test_prune_caps_rule_3_entries_keeping_the_latest(store: Storage) -> None:
     for n in range(10):
-        await store.record_admitted("s@x/r", n * 100, n * 100, bytes([n]))
-    await store.prune_replay(older_than_ms=800, max_entries=5)
-    assert (await store.load_replay_state()).seen == [(bytes([8]), 800), (bytes([9]), 900)]
-    await store.prune_replay(older_than_ms=0, max_entries=0)
-    assert (await store.load_replay_state()).seen == []
+        await store.record_admitted(f"flood@x/r{n}", n * 100, n * 100, bytes([n]))
+    await store.prune_replay_state(policy(max_entries=3), 1000)
+    state = await store.load_replay_state()
+    assert state.last_accepted == {f"flood@x/r{n}": (n * 100, n * 100) for n in (7, 8, 9)}
+
+
+async def test_prune_folds_quiet_senders_beyond_the_cap(store: Storage) -> None:
+    for n in range(5):
+        await store.record_admitted(f"s{n}@x/r", n * MIN_MS, n * MIN_MS, bytes([n]))
+    now = 14 * MIN_MS + 30_000  # quiet: before 4.5 min; s0..s4 active at 0..4 min
+    await store.prune_replay_state(policy(max_senders=2), now)
+    state = await store.load_replay_state()
+    assert set(state.senders) == {"s3@x", "s4@x"}
+    assert state.forgotten_floor_ms == 2 * MIN_MS  # the newest of those folded
+    assert state.seen == [(bytes([3]), 3 * MIN_MS), (bytes([4]), 4 * MIN_MS)]
+    # a sender recorded after a fold starts at the forgotten floor
+    await store.record_admitted("s0@x/r", now, now, b"back")
+    assert (await store.load_replay_state()).senders["s0@x"].floor_ms == 2 * MIN_MS
+
+
+async def test_prune_never_folds_live_or_kept_senders(store: Storage) -> None:
+    for n in range(5):
+        await store.record_admitted(f"s{n}@x/r", n * MIN_MS, n * MIN_MS, bytes([n]))
+    await store.prune_replay_state(policy(max_senders=2), 12 * MIN_MS, keep={"s0@x"})
+    state = await store.load_replay_state()
+    # s0 is kept, s1 folded, s2 is not quiet (active 10 minutes ago): folding stops there
+    assert set(state.senders) == {"s0@x", "s2@x", "s3@x", "s4@x"}
+    assert state.forgotten_floor_ms == MIN_MS
+
+
+async def test_prune_leaves_unattributed_digests_to_expire(store: Storage) -> None:
+    """Digests with no known sender (schema 1) are not capped, only expired."""
+    state = ReplayGuardState({}, [(bytes([n]), n * MIN_MS) for n in range(10)])
+    if isinstance(store, MemoryStorage):
+        store.replay.restore(state)
+    else:
+        assert isinstance(store, SQLiteStorage) and store._conn is not None
+        store._conn.executemany(
+            "INSERT INTO replay_seen (digest, timestamp_ms) VALUES (?, ?)", state.seen
+        )
+    await store.prune_replay_state(policy(max_entries=1, max_per_sender=1), 10 * MIN_MS)
+    assert (await store.load_replay_state()).seen == state.seen
+    await store.prune_replay_state(policy(), 3_600_000 + 5 * MIN_MS + 5 * MIN_MS)
+    assert (await store.load_replay_state()).seen == state.seen[5:]
+
+
+async def test_store_stays_bounded_under_a_flood_of_strangers(store: Storage) -> None:
+    """One stanza from each of 20,000 strangers, one every 2 s (11 hours), pruned every
+    1,000 as persistence does: rows stay bounded by the policy. (Faster floods are
+    bounded by the guard, which refuses new senders while all of them are live.)"""
+    bounds = policy(max_senders=500, max_entries=1000)
+    for n in range(20_000):
+        now = n * 2000
+        await store.record_admitted(f"stranger{n}@evil.example/r", now, now, n.to_bytes(4, "big"))
+        if n % 1000 == 999:
+            await store.prune_replay_state(bounds, now)
+            state = await store.load_replay_state()
+            assert len(state.senders) <= 500
+            assert len(state.seen) <= 1000
+            assert len(state.last_accepted) <= 10 * 60 // 2 + 1  # the window's
 
 
 # -- settings ----------------------------------------------------------------------------

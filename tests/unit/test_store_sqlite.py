@@ -21,8 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slixmpp_objenc.core import EncryptionError
-from slixmpp_objenc.store import OwnIdentityRecord, PeerRecord, TrustState
+from slixmpp_objenc.core import EncryptionError, ReplayGuard, StaleStanza
+from slixmpp_objenc.core.replay import ReplayPolicy, SenderState
+from slixmpp_objenc.core.timestamps import ReplayGuardState
+from slixmpp_objenc.store import MemoryStorage, OwnIdentityRecord, PeerRecord, TrustState
 from slixmpp_objenc.store import sqlite as sqlite_store
 from slixmpp_objenc.store.sqlite import (
     APPLICATION_ID,
@@ -259,8 +261,11 @@ async def test_replay_digests_come_back_by_timestamp(store: SQLiteStorage) -> No
         await store.record_admitted("s@x/r", ts, 5000, digest)
     state = await store.load_replay_state()
     assert state.seen == [(b"a", 1000), (b"b", 2000), (b"c", 3000), (b"d", 4000)]
-    await store.prune_replay(older_than_ms=0, max_entries=2)
-    assert (await store.load_replay_state()).seen == [(b"c", 3000), (b"d", 4000)]
+    assert state.senders["s@x"].digests == [b"a", b"b", b"c", b"d"]
+    await store.prune_replay_state(ReplayPolicy(max_entries=2), 5000)
+    state = await store.load_replay_state()
+    assert state.seen == [(b"c", 3000), (b"d", 4000)]
+    assert state.senders["s@x"].floor_ms == 2000  # what was dropped stays refused
 
 
 async def test_prune_uses_the_timestamp_index(db_path: Path, store: SQLiteStorage) -> None:
@@ -425,15 +430,23 @@ async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
 
 
 async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path: Path) -> None:
-    assert len(MIGRATIONS) == 1
+    assert len(MIGRATIONS) == 2
     assert pragma(db_path, "user_version") == len(MIGRATIONS)
     assert pragma(db_path, "application_id") == APPLICATION_ID
     conn = raw(db_path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     conn.close()
-    assert tables == {"identities", "peers", "replay_last", "replay_seen", "settings"}
-    assert "replay_seen_by_timestamp" in indexes
+    assert tables == {
+        "identities",
+        "peers",
+        "replay_last",
+        "replay_seen",
+        "replay_senders",
+        "replay_meta",
+        "settings",
+    }
+    assert {"replay_seen_by_timestamp", "replay_seen_by_sender"} <= indexes
 
 
 async def test_newer_version_is_refused_untouched(db_path: Path) -> None:
@@ -483,7 +496,7 @@ async def test_newer_version_in_wal_mode_is_refused_untouched(db_path: Path) -> 
     assert pragma(db_path, "user_version") == len(MIGRATIONS) + 1
 
 
-async def test_a_v2_migration_runs_once_and_keeps_the_data(
+async def test_a_new_migration_runs_once_and_keeps_the_data(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = SQLiteStorage(db_path)
@@ -491,37 +504,38 @@ async def test_a_v2_migration_runs_once_and_keeps_the_data(
     await fill(s)
     before = await snapshot(s)
     await s.close()
-    assert pragma(db_path, "user_version") == 1
+    latest = len(MIGRATIONS)
+    assert pragma(db_path, "user_version") == latest
 
     runs: list[int] = []
 
-    def v2(conn: sqlite3.Connection) -> None:
+    def v_next(conn: sqlite3.Connection) -> None:
         runs.append(1)
         assert conn.in_transaction
         conn.execute("ALTER TABLE peers ADD COLUMN label TEXT")
-        conn.execute("UPDATE peers SET label = 'from v2'")
+        conn.execute("UPDATE peers SET label = 'from the next version'")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, v2])
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, v_next])
     s = SQLiteStorage(db_path)
     await s.open()
     assert runs == [1]
     assert await snapshot(s) == before
-    await s.save_peer(peer(99))  # the v1 code path still works on the v2 table
+    await s.save_peer(peer(99))  # today's code path still works on the next table
     after = await snapshot(s)
     await s.close()
     s = SQLiteStorage(db_path)
-    await s.open()  # already at v2: nothing runs
+    await s.open()  # already at the next version: nothing runs
     assert await snapshot(s) == after
     await s.close()
     assert runs == [1]
-    assert pragma(db_path, "user_version") == 2
+    assert pragma(db_path, "user_version") == latest + 1
     conn = raw(db_path)
     labels = conn.execute("SELECT jid, label FROM peers ORDER BY jid").fetchall()
     conn.close()
-    assert ("peer0@example.net", "from v2") in labels
+    assert ("peer0@example.net", "from the next version") in labels
     assert ("peer99@example.net", None) in labels
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)  # the old code meets a v2 file
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)  # today's code meets a newer file
     with pytest.raises(EncryptionError, match="newer"):
         await SQLiteStorage(db_path).open()
 
@@ -541,9 +555,9 @@ async def test_a_failing_migration_is_rolled_back(
         raise RuntimeError("disk says no")
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, broken_v2])
-    with pytest.raises(EncryptionError, match="version 2 failed"):
+    with pytest.raises(EncryptionError, match=f"version {len(MIGRATIONS) + 1} failed"):
         await SQLiteStorage(db_path).open()
-    assert pragma(db_path, "user_version") == 1
+    assert pragma(db_path, "user_version") == len(MIGRATIONS)
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
     s = SQLiteStorage(db_path)
     await s.open()
@@ -565,12 +579,13 @@ async def test_migrations_run_in_order_from_zero(
 
         return migrate
 
+    base = len(MIGRATIONS)
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, step(1), step(2)])
     s = SQLiteStorage(tmp_path / "s.sqlite3")
     await s.open()
     await s.close()
-    assert seen == [(1, 1), (2, 2)]
-    assert pragma(tmp_path / "s.sqlite3", "user_version") == 3
+    assert seen == [(1, base), (2, base + 1)]
+    assert pragma(tmp_path / "s.sqlite3", "user_version") == base + 2
 
 
 # -- paths ------------------------------------------------------------------------------------
@@ -795,3 +810,171 @@ async def test_sigkill_mid_burst_loses_nothing_committed(
                 f"\n[kill after {read} lines] committed: {n_peers} peers + {n_replays} replay"
                 f" entries; present: {len(present_peers)} peers, {len(present_digests)} digests"
             )
+
+
+# -- the replay state: schema 2 ----------------------------------------------------------------
+
+NOW_MS = 1_772_366_400_000  # 2026-03-01T12:00:00Z
+
+
+async def test_migration_from_version_1_keeps_the_replay_state(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 1 kept digests without their sender: they come over as digests of no
+    known sender, refused from everyone until they expire; rule 3 entries stay; each
+    sender bare JID gets a row (no floor) whose activity is its latest receipt."""
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:1])
+    s = SQLiteStorage(db_path)
+    await s.open()
+    await s.close()
+    assert pragma(db_path, "user_version") == 1
+    last = {
+        "juliet@capulet.net/balcony": (NOW_MS - 3000, NOW_MS - 2990),
+        "juliet@capulet.net/orchard": (NOW_MS - 5000, NOW_MS - 4000),
+        "romeo@montague.net/orchard": (NOW_MS - 4000, NOW_MS - 3985),
+    }
+    seen = [(bytes([n]) * 32, NOW_MS - 5000 + n * 1000) for n in range(3)]
+    conn = raw(db_path)
+    conn.executemany("INSERT INTO replay_last VALUES (?, ?, ?)", [(k, *v) for k, v in last.items()])
+    conn.executemany("INSERT INTO replay_seen (digest, timestamp_ms) VALUES (?, ?)", seen)
+    conn.execute("INSERT INTO settings VALUES ('replay-floor-ms', '99999999999999')")
+    conn.close()
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        assert pragma(db_path, "user_version") == 2
+        state = await s.load_replay_state()
+        assert state.last_accepted == last
+        assert state.seen == seen
+        assert state.senders == {
+            "juliet@capulet.net": SenderState(0, NOW_MS - 2990),
+            "romeo@montague.net": SenderState(0, NOW_MS - 3985),
+        }
+        assert state.forgotten_floor_ms == 0
+        # (the retired global floor is persistence's to drop, at load)
+        assert await s.get_setting("replay-floor-ms") == "99999999999999"
+
+        now = datetime.fromtimestamp(NOW_MS / 1000, UTC)
+        guard = ReplayGuard()
+        guard.restore(state)
+        for sender in ("juliet@capulet.net/balcony", "mallory@evil.example/den"):
+            with pytest.raises(StaleStanza, match="replay"):
+                guard.check(sender, now - timedelta(seconds=5), seen[0][0], now=now)
+        with pytest.raises(StaleStanza, match="decreasing"):
+            guard.check("juliet@capulet.net/balcony", now - timedelta(seconds=4), b"n", now=now)
+        guard.check("juliet@capulet.net/balcony", now, b"new", now=now)
+
+        # new admissions are attributed; the old digests are not capped, only expired
+        await s.record_admitted("juliet@capulet.net/balcony", NOW_MS, NOW_MS, b"new")
+        await s.prune_replay_state(ReplayPolicy(max_entries=1, max_per_sender=1), NOW_MS)
+        state = await s.load_replay_state()
+        assert state.seen == [*seen, (b"new", NOW_MS)]
+        assert state.senders["juliet@capulet.net"].digests == [b"new"]
+        month = NOW_MS + 30 * 86_400_000 + 5 * 60_000
+        await s.prune_replay_state(ReplayPolicy(), month)
+        assert (await s.load_replay_state()).seen == [(b"new", NOW_MS)]
+    finally:
+        await s.close()
+
+
+async def test_prune_is_one_transaction(db_path: Path, store: SQLiteStorage) -> None:
+    for n in range(5):
+        await store.record_admitted(f"s{n}@x/r", n * 60_000, n * 60_000, bytes([n]))
+    before = await store.load_replay_state()
+    conn = raw(db_path)
+    conn.execute(
+        "CREATE TRIGGER no_meta BEFORE UPDATE ON replay_meta BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    conn.close()
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.prune_replay_state(ReplayPolicy(max_senders=1, max_per_sender=1), 3_600_000)
+    assert await store.load_replay_state() == before
+
+
+def _replay_ops() -> st.SearchStrategy[list[tuple[object, ...]]]:
+    record = st.tuples(
+        st.just("record"),
+        st.integers(min_value=0, max_value=5),  # sender
+        st.integers(min_value=-20 * 60_000, max_value=10 * 60_000),  # timestamp - now
+        st.integers(min_value=0, max_value=40),  # digest (repeats happen)
+        st.one_of(  # time passing before it: from nothing to past the horizon
+            st.integers(min_value=1, max_value=60_000),  # (receipts strictly increase)
+            st.integers(min_value=9 * 60_000, max_value=70 * 60_000),
+        ),
+    )
+    prune = st.tuples(
+        st.just("prune"),
+        st.integers(min_value=1, max_value=4),  # caps
+        st.integers(min_value=1, max_value=6),
+        st.integers(min_value=1, max_value=3),
+        st.frozensets(st.integers(min_value=0, max_value=5), max_size=2),  # keep
+    )
+    return st.lists(st.one_of(record, record, record, prune), max_size=60)
+
+
+SENDERS = [f"s{n % 4}@x/r{n // 4}" for n in range(6)]  # s0 and s1 with two resources
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=_replay_ops())
+def test_sqlite_prunes_exactly_as_the_ledger_does(ops: list[tuple[object, ...]]) -> None:
+    """The same records and prunes on both backends give the same state (the memory
+    backend is the core's ReplayLedger; SQLite does it in SQL). Receipt times only
+    increase, as the plugin's do, so both order senders by activity alike."""
+
+    async def run(path: Path) -> None:
+        memory, sqlite = MemoryStorage(), SQLiteStorage(path)
+        await sqlite.open()
+        try:
+            now = NOW_MS
+            for op in ops:
+                if op[0] == "record":
+                    _, who, offset, digest, wait = op
+                    now += int(wait)  # type: ignore[call-overload]
+                    args = (SENDERS[int(who)], now + int(offset), now, bytes([int(digest)]))  # type: ignore[call-overload]
+                    for backend in (memory, sqlite):
+                        await backend.record_admitted(*args)
+                else:
+                    _, per_sender, entries, senders, keep = op
+                    policy = ReplayPolicy(
+                        max_delay_ms=3_600_000,
+                        max_per_sender=int(per_sender),  # type: ignore[call-overload]
+                        max_entries=int(entries),  # type: ignore[call-overload]
+                        max_senders=int(senders),  # type: ignore[call-overload]
+                    )
+                    kept = {SENDERS[int(k)].split("/")[0] for k in keep}  # type: ignore[attr-defined]
+                    for backend in (memory, sqlite):
+                        await backend.prune_replay_state(policy, now, kept)
+                assert await sqlite.load_replay_state() == await memory.load_replay_state()
+        finally:
+            await sqlite.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(Path(tmp) / "s.sqlite3"))
+
+
+async def test_a_pruned_store_never_reopens_a_replay(store: SQLiteStorage) -> None:
+    """Whatever the store dropped, a guard restored from it refuses every stanza it
+    recorded (a server replaying with a <delay/> stamp of its choosing)."""
+    now = datetime.fromtimestamp(NOW_MS / 1000, UTC)
+    recorded = []
+    for n in range(300):
+        sender = f"s{n % 30}@x/r"
+        at = now + timedelta(seconds=10 * n)
+        await store.record_admitted(
+            sender, NOW_MS + 10_000 * n, NOW_MS + 10_000 * n, bytes([n % 256, n // 256])
+        )
+        recorded.append((sender, at, bytes([n % 256, n // 256])))
+        if n % 50 == 49:
+            policy = ReplayPolicy(max_entries=40, max_per_sender=5, max_senders=8)
+            await store.prune_replay_state(policy, NOW_MS + 10_000 * n)
+    end = now + timedelta(seconds=3000)
+    guard = ReplayGuard()
+    guard.restore(await store.load_replay_state())
+    assert len(guard.state().seen) <= 40 + 50
+    for sender, at, digest in recorded:
+        with pytest.raises(StaleStanza):
+            guard.check(sender, at, digest, now=end, delay=at)
+    assert isinstance(await store.load_replay_state(), ReplayGuardState)
