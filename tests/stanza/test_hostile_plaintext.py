@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from slixmpp.exceptions import IqError
 from test_plugin_stanzas import CHAT_TO_TESTER, ObjEncTestCase
-from testkit import MALLORY
+from testkit import ALICE, MALLORY
 
 from slixmpp_objenc.core import Recipient, seal
 from slixmpp_objenc.core.constants import NS_OBJENC
@@ -21,6 +21,7 @@ from slixmpp_objenc.core.constants import NS_OBJENC
 E2E = f"{{{NS_OBJENC}}}e2e"
 ALICE_FULL = "alice@example.org/phone"
 OWN_LAPTOP = "tester@localhost/laptop"
+ALICE_FINGERPRINT = ALICE.fingerprint
 
 
 class HostileTestCase(ObjEncTestCase):
@@ -338,3 +339,35 @@ class TestOurOwnOtherClients(HostileTestCase):
         self.wait_for_send_queue()
         raw = self.xmpp.socket.next_sent(timeout=1)
         assert raw is not None and b"jabber:iq:roster" in raw
+
+
+class TestKnownGapNoSenderAuthentication(HostileTestCase):
+    """The draft's envelope has no sender authentication: anyone holding our
+    (public) certificate, the server included, can seal a stanza "from" a
+    verified contact. Pinned here until the authenticated profile lands."""
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="draft-miller-3923bis-02 has no sender authentication; fixed only by the "
+        "authenticated profile (Ed25519 identities, HPKE Auth mode), a later issue",
+    )
+    def test_an_envelope_forged_from_a_verified_contact_is_refused(self) -> None:
+        from slixmpp.xmlstream import tostring
+
+        from slixmpp_objenc.core.trust import TrustState
+
+        self.xmpp.loop.run_until_complete(
+            self.plugin.set_trust("alice@example.org", ALICE_FINGERPRINT, TrustState.VERIFIED)
+        )
+        inner = CHAT_TO_TESTER.format(body="wire 1000 to mallory")
+        # sealed by mallory (the server), who only needs our certificate
+        e2e = seal(
+            inner.encode(),
+            [Recipient(self.plugin.identity.certificate.public_key())],
+            timestamp=self.alice_clock.next(),
+        )
+        self.recv(
+            f"<message xmlns='jabber:client' from='{ALICE_FULL}' "
+            f"to='tester@localhost/resource' type='chat' id='x1'>{tostring(e2e)}</message>"
+        )
+        assert self.delivered_messages() == []
