@@ -34,6 +34,8 @@ class OwnResources:
         self._tasks = tasks
         self._timeout = timeout
         self._encrypting: dict[str, None] = {}
+        self._asked: dict[str, None] = {}
+        """Clients asked already (until they go offline): one disco#info each."""
 
     def encrypting(self, full: str) -> bool:
         """Whether ``full`` (a JID of our own account) is a client that encrypts."""
@@ -58,7 +60,11 @@ class OwnResources:
             return
         if presence["type"] == "unavailable":
             self._encrypting.pop(sender.full, None)
-        elif sender.full not in self._encrypting:
+            self._asked.pop(sender.full, None)
+        elif sender.full not in self._encrypting and sender.full not in self._asked:
+            self._asked[sender.full] = None
+            while len(self._asked) > MAX_OWN_RESOURCES:
+                del self._asked[next(iter(self._asked))]
             self._tasks.spawn(self._look_up(sender))
 
     async def _look_up(self, jid: JID) -> None:

@@ -332,6 +332,21 @@ class TestOurOwnOtherClients(HostileTestCase):
         )
         assert self.refused == []
 
+    def test_one_disco_query_per_client_until_it_goes_offline(self) -> None:
+        self.announce("other", ["http://jabber.org/protocol/disco#info"])
+        self.recv(
+            "<presence xmlns='jabber:client' from='tester@localhost/other' "
+            "to='tester@localhost/resource'><show>away</show></presence>"
+        )
+        self.wait_for_send_queue()
+        assert self.xmpp.socket.next_sent(timeout=0.3) is None  # asked once already
+        self.recv(
+            "<presence xmlns='jabber:client' from='tester@localhost/other' "
+            "to='tester@localhost/resource' type='unavailable'/>"
+        )
+        self.announce("other", [NS_OBJENC])  # back online, announcing it now
+        assert self.plugin.resources.encrypting("tester@localhost/other")
+
     def test_our_bare_jid_is_never_encrypted_to(self) -> None:
         self.announce("laptop", [NS_OBJENC])
         iq = self.xmpp.make_iq_get(queryxmlns="jabber:iq:roster")
