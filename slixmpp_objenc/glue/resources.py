@@ -70,7 +70,7 @@ class OwnResources:
     async def _look_up(self, jid: JID) -> None:
         try:
             info = await self.xmpp.plugin["xep_0030"].get_info(
-                jid=jid, cached=True, timeout=self._timeout
+                jid=jid, cached=False, timeout=self._timeout
             )
         except (IqError, IqTimeout) as exc:
             log.info("objenc: no disco#info from our client %s (%s)", jid, exc)
