@@ -43,6 +43,7 @@ from .rules import (
     ErrorReply,
     PlainStanza,
     ReplyPolicy,
+    condition_only,
     consistent,
     error_reply,
     foreign_mechanism,
@@ -88,10 +89,6 @@ _E2E: Final = qname(NS_OBJENC, "e2e")
 _DELAY: Final = qname(NS_DELAY, "delay")
 _EME: Final = qname(NS_EME, "encryption")
 _ERROR: Final = qname(NS_CLIENT, "error")
-_TEXT: Final = qname(NS_STANZAS, "text")
-_CONDITION_NAMESPACES: Final = (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
-_SERVER_ADDED: Final = frozenset({_DELAY, qname("urn:xmpp:sid:0", "stanza-id")})
-"""What a server adds to a stanza it routes (XEP-0203, XEP-0359): says nothing."""
 _PEP_EVENT: Final = qname("http://jabber.org/protocol/pubsub#event", "event")
 _BODY: Final = qname(NS_CLIENT, "body")
 _SUBJECT: Final = qname(NS_CLIENT, "subject")
@@ -285,15 +282,15 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
             return PASS  # made by us for a request we refused to send
         answer = _error_answer(received, kind, ctx)
         return answer if answer is not None else _decide_plaintext(received, kind, kind_type, ctx)
-    if kind == "message" and xml.find(_FORWARDED) is None:
+    if kind == "message":
         forwarded = _forwarded_message(xml)
         if forwarded is not None:
             return _decide_forwarded(received, *forwarded, ctx)
     e2e = xml.find(_E2E)
-    if e2e is None:
+    if e2e is None or (kind == "message" and kind_type == "groupchat"):
+        # groupchat is never encrypted by this protocol: an <e2e/> in it is
+        # meaningless, and the stanza is judged as the plaintext it is
         return _decide_plaintext(received, kind, kind_type, ctx)
-    if kind == "message" and kind_type == "groupchat":
-        return PASS  # not ours to open: groupchat is never encrypted by this protocol
     if not ctx.ready():
         return PARK
     sender = received.sender if received.sender.bare else Address(ctx.own.bare)
@@ -425,25 +422,6 @@ def _error_answer(received: Received, kind: str, ctx: InboundContext) -> Verdict
     return None
 
 
-def condition_only(xml: ET.Element) -> bool:
-    """An error stanza that carries only its type and condition(s): an
-    ``<error/>`` whose children are defined conditions (no ``<text/>``), and
-    beside it at most an empty ``<e2e/>`` and what servers add (``<delay/>``,
-    ``<stanza-id/>``)."""
-    has_error = False
-    for child in xml:
-        if child.tag == _ERROR:
-            has_error = True
-            for condition in child:
-                if condition.tag == _TEXT or not condition.tag.startswith(_CONDITION_NAMESPACES):
-                    return False
-        else:
-            empty_e2e = child.tag == _E2E and len(child) == 0 and not (child.text or "").strip()
-            if not (empty_e2e or child.tag in _SERVER_ADDED):
-                return False
-    return has_error
-
-
 def _decide_plaintext(
     received: Received, kind: str, kind_type: str, ctx: InboundContext
 ) -> Verdict:
@@ -484,25 +462,32 @@ def _decide_plaintext(
     return PASS
 
 
-def _forwarded_message(xml: ET.Element) -> tuple[str, ET.Element, ET.Element] | None:
-    """A carbon (XEP-0280) or archive result (XEP-0313) and the message it forwards."""
-    for kind, tag in _WRAPPERS:
-        wrapper = xml.find(tag)
-        if wrapper is None:
-            continue
-        forwarded = wrapper.find(_FORWARDED)
-        message = forwarded.find(_MESSAGE) if forwarded is not None else None
-        if forwarded is None or message is None:
-            return None
-        return kind, forwarded, message
-    return None
+def _forwarded_message(
+    xml: ET.Element,
+) -> tuple[str, ET.Element | None, ET.Element | None] | None:
+    """A carbon (XEP-0280) or archive result (XEP-0313), its ``<forwarded/>`` and
+    the message it forwards; ``None`` when the message is neither. Anything but
+    exactly one wrapper holding exactly one forwarded message comes back without
+    them (malformed: slixmpp's own handlers might still read part of it)."""
+    found = [(kind, wrapper) for kind, tag in _WRAPPERS for wrapper in xml.findall(tag)]
+    if not found:
+        return None
+    kind = found[0][0]
+    if len(found) != 1:
+        carbon = any(k in ("received", "sent") for k, _ in found)
+        return ("received" if carbon else "archive"), None, None
+    forwarded = found[0][1].findall(_FORWARDED)
+    messages = forwarded[0].findall(_MESSAGE) if len(forwarded) == 1 else []
+    if len(messages) != 1:
+        return kind, None, None
+    return kind, forwarded[0], messages[0]
 
 
 def _decide_forwarded(
     received: Received,
     kind: str,
-    forwarded: ET.Element,
-    message: ET.Element,
+    forwarded: ET.Element | None,
+    message: ET.Element | None,
     ctx: InboundContext,
 ) -> Verdict:
     """A carbon or archive result: opened in place, so slixmpp's carbon and MAM
@@ -515,6 +500,10 @@ def _decide_forwarded(
     elif origin.bare and origin.bare != own.bare:
         return PASS  # another archive (e.g. a room's): not ours to open
     archived = kind == "archive"
+    if forwarded is None or message is None:
+        # malformed (several wrappers, several messages, none): never delivered
+        # as a carbon, never opened as an archive result
+        return ArchiveUnreadable("forged") if archived else DecryptionFailed("forged")
     e2e = message.find(_E2E)
     if e2e is None:
         # History may hold plaintext from before; live copies may not.
@@ -559,6 +548,7 @@ def _decide_forwarded(
     if not consistent("message", message.get("type", ""), inner, sender.bare, recipient, ctx.parse):
         return fail("forged")
     stamp = None
+    admission = None  # history is read again on purpose: nothing to keep
     try:
         if archived:
             delay = forwarded.find(_DELAY)
@@ -567,8 +557,10 @@ def _decide_forwarded(
             )
             check_archived(envelope.timestamp, stamp)
         else:
-            ctx.replay_guard.admit(
-                sender.full, envelope.timestamp, envelope.digest, now=ctx.clock()
+            now = ctx.clock()
+            ctx.replay_guard.admit(sender.full, envelope.timestamp, envelope.digest, now=now)
+            admission = Admission(
+                sender.full, to_ms(envelope.timestamp), to_ms(now), envelope.digest
             )
     except ValueError:
         return fail("old")
@@ -586,6 +578,7 @@ def _decide_forwarded(
         recipient_fingerprint,
         None if outgoing else sender.bare,
         stamp,
+        admission,  # a live carbon is kept like a direct stanza: no replay after a restart
         forwarded=forwarded,
         original=message,
     )

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .addressing import Address, AddressParser
 from .certificates import PeerCertificate
-from .constants import NS_OBJENC
+from .constants import NS_CLIENT, NS_DELAY, NS_E2E_ERRORS, NS_OBJENC, NS_STANZAS, qname
 
 __all__ = [
     "ENCRYPTED_MESSAGE_TYPES",
@@ -34,6 +34,7 @@ __all__ = [
     "ReplyPolicy",
     "candidate",
     "choose_profile",
+    "condition_only",
     "consistent",
     "error_reply",
     "foreign_mechanism",
@@ -181,6 +182,35 @@ class PlainStanza:
     condition_only: bool = False
     """An error that carries only its type and condition: no ``<text/>``, no
     payload besides an empty ``<e2e/>``."""
+
+
+_ERROR: Final = qname(NS_CLIENT, "error")
+_TEXT: Final = qname(NS_STANZAS, "text")
+_CONDITION_NAMESPACES: Final = (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
+_EMPTY_E2E: Final = qname(NS_OBJENC, "e2e")
+_SERVER_ADDED: Final = frozenset({qname(NS_DELAY, "delay"), qname("urn:xmpp:sid:0", "stanza-id")})
+"""What a server adds to a stanza it routes (XEP-0203, XEP-0359): says nothing."""
+
+
+def condition_only(xml: ET.Element) -> bool:
+    """An error stanza that carries only its type and condition(s): an
+    ``<error/>`` whose children are defined conditions (no ``<text/>``), and
+    beside it at most an empty ``<e2e/>`` and what servers add (``<delay/>``,
+    ``<stanza-id/>``)."""
+    has_error = False
+    for child in xml:
+        if child.tag == _ERROR:
+            has_error = True
+            for condition in child:
+                if condition.tag == _TEXT or not condition.tag.startswith(_CONDITION_NAMESPACES):
+                    return False
+        else:
+            empty_e2e = (
+                child.tag == _EMPTY_E2E and len(child) == 0 and not (child.text or "").strip()
+            )
+            if not (empty_e2e or child.tag in _SERVER_ADDED):
+                return False
+    return has_error
 
 
 def refuse_plaintext(

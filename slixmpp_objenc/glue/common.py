@@ -81,8 +81,9 @@ def handles_mechanism(xmpp: Any, namespace: str) -> bool:
 def is_room(xmpp: Any, bare: str) -> bool:
     """Whether ``bare`` is a multi-user chat room we joined (XEP-0045 plugin)."""
     muc = xmpp.plugin.get("xep_0045", None)
-    rooms = getattr(muc, "rooms", None) if muc is not None else None
-    return bool(rooms) and bare in rooms  # type: ignore[operator]
+    if muc is None:
+        return False
+    return any(JID(room).bare == bare for room in muc.get_joined_rooms())
 
 
 def dispatch_local(xmpp: Any, stanza: StanzaBase) -> None:

@@ -22,8 +22,11 @@ __all__ = ["OwnResources"]
 
 log = logging.getLogger(__name__)
 
-MAX_OWN_RESOURCES: Final = 64
-"""Clients of our own account remembered as encrypting (oldest forgotten first)."""
+MAX_OWN_RESOURCES: Final = 256
+"""Clients of our own account remembered as encrypting. Past this many (only a
+server inventing resources gets there) every client of ours counts as
+encrypting: stanzas to one that does not would be refused, never sent in the
+clear."""
 
 
 class OwnResources:
@@ -38,8 +41,15 @@ class OwnResources:
         """Clients asked already (until they go offline): one disco#info each."""
 
     def encrypting(self, full: str) -> bool:
-        """Whether ``full`` (a JID of our own account) is a client that encrypts."""
-        return full in self._encrypting
+        """Whether ``full`` (a JID of our own account) is a client that encrypts.
+
+        Once it announced the protocol (or sent an envelope), it is encrypted to
+        for the rest of the session: the server relays its presence and answers
+        for it, so neither an "unavailable" nor a flood of invented resources
+        makes us forget it (fail closed)."""
+        if full in self._encrypting:
+            return True
+        return len(self._encrypting) >= MAX_OWN_RESOURCES and full != self.xmpp.boundjid.full
 
     def encrypts(self, full: str) -> None:
         """``full`` sent us an encrypted stanza, or announced the protocol."""
@@ -47,10 +57,8 @@ class OwnResources:
         jid = JID(full)
         if jid.bare != own.bare or not jid.resource or jid.full == own.full:
             return
-        self._encrypting.pop(jid.full, None)
-        self._encrypting[jid.full] = None
-        while len(self._encrypting) > MAX_OWN_RESOURCES:
-            del self._encrypting[next(iter(self._encrypting))]
+        if len(self._encrypting) < MAX_OWN_RESOURCES:
+            self._encrypting[jid.full] = None
 
     def on_presence(self, presence: Presence) -> None:
         """Presence from another client of ours: learn whether it encrypts."""
@@ -59,8 +67,7 @@ class OwnResources:
         if sender.bare != own.bare or not sender.resource or sender.full == own.full:
             return
         if presence["type"] == "unavailable":
-            self._encrypting.pop(sender.full, None)
-            self._asked.pop(sender.full, None)
+            self._asked.pop(sender.full, None)  # asked again when it is back
         elif sender.full not in self._encrypting and sender.full not in self._asked:
             self._asked[sender.full] = None
             while len(self._asked) > MAX_OWN_RESOURCES:

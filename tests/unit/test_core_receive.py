@@ -869,7 +869,8 @@ def test_received_carbon_opened_in_place(
     assert (verdict.inner.get("from"), verdict.inner.get("to")) == (JULIET, f"{OWN_BARE}/phone")
     assert verdict.sender_bare == CONTACT
     assert verdict.recipient_fingerprint == romeo.fingerprint
-    assert verdict.admission is None
+    # live: kept like a direct stanza, so no replay after a restart (review)
+    assert verdict.admission == Admission(JULIET, to_ms(NOW), to_ms(NOW), verdict.envelope.digest)
     assert not hasattr(verdict, "require_encryption")
     assert verdict.delay is None
     # live: the replay cache applies
@@ -883,7 +884,7 @@ def test_sent_carbon_opened_in_place(romeo: Identity, ctx: InboundContext) -> No
     assert verdict.original is element.find(f".//{FORWARDED}/{{jabber:client}}message")
     assert (verdict.inner.get("from"), verdict.inner.get("to")) == (f"{OWN_BARE}/phone", JULIET)
     assert verdict.sender_bare is None  # our own message
-    assert verdict.admission is None
+    assert verdict.admission is not None and verdict.admission.sender == f"{OWN_BARE}/phone"
 
 
 def test_carbon_old_is_bad_timestamp_without_reply(romeo: Identity, ctx: InboundContext) -> None:
@@ -1063,12 +1064,23 @@ def test_plaintext_archive_result_passes() -> None:
     assert decide(received(archive_result(message, MONTH_AGO)), ctx) is PASS
 
 
-def test_wrapper_without_a_forwarded_message_is_plaintext(ctx: InboundContext) -> None:
+def test_malformed_carbon_is_dropped(ctx: InboundContext) -> None:
+    """A wrapper without exactly one forwarded message, or several wrappers,
+    is never delivered as a carbon (review: an empty <received/> hid a
+    plaintext <sent/> carbon behind it)."""
     element = stanza(
         f"<message{attributes(from_=OWN_BARE, to=OWN.full)}>"
         "<received xmlns='urn:xmpp:carbons:2'/></message>"
     )
-    assert decide(received(element), ctx) is PASS
+    assert decide(received(element), ctx) == DecryptionFailed("forged")
+    two = stanza(
+        f"<message{attributes(from_=OWN_BARE, to=OWN.full)}>"
+        "<received xmlns='urn:xmpp:carbons:2'/><sent xmlns='urn:xmpp:carbons:2'>"
+        f"<forwarded xmlns='{NS_FORWARD}'><message xmlns='jabber:client' "
+        f"from='{OWN_BARE}/phone' to='{JULIET}' type='chat'><body>x</body></message>"
+        "</forwarded></sent></message>"
+    )
+    assert decide(received(two), ctx) == DecryptionFailed("forged")
 
 
 # ------------------------------------------------ issue 9: errors, requests, our own failures
