@@ -110,13 +110,14 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
     print(f"  juliet {juliet.plugin['objenc'].fingerprint[:32]}...")
     print(f"  romeo  {romeo_bot.plugin['objenc'].fingerprint[:32]}...")
 
-    # Show each stanza as it arrived on romeo's and juliet's sockets, before decryption.
+    # Show each encrypted stanza as it arrived on romeo's and juliet's sockets.
     wire: dict[str, list[str]] = {"romeo": [], "juliet": []}
     for name, client in (("romeo", romeo_bot), ("juliet", juliet)):
         plugin = client.plugin["objenc"]
 
         def capture(stanza: Any, _name: str = name) -> Any:
-            if stanza.name in ("message", "iq"):
+            # only what carries an envelope: PEP fetches and presence go by too
+            if stanza.xml.find("{urn:ietf:params:xml:ns:xmpp-objenc:0}e2e") is not None:
                 wire[_name].append(str(stanza))
             return stanza
 

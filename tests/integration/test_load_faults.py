@@ -13,12 +13,14 @@
 * what the server held for a client whose connection died (XEP-0198
   hibernation), read when it comes back 6 minutes later.
 
-Two plugin bugs are pinned by ``xfail(strict=True, raises=PluginBug)`` tests
-(see their reasons): the replay cache is written behind delivery (a receiver
-killed right after its handler saw a message gets it twice), and a sender
-killed within a second of its start reuses its timestamps after the next
-start. (A third, the <delay/> of mod_smacks being ignored, was fixed in
-053e490; test_queued_while_hibernating_survives_a_long_absence guards it.)
+One plugin bug is pinned by an ``xfail(strict=True, raises=PluginBug)`` test
+(see its reason): the replay cache is written behind delivery (a receiver
+killed right after its handler saw a message gets it twice). Two others were
+fixed and are guarded: a sender killed within a second of its start reused
+its timestamps after the next start
+(test_sender_crash_keeps_timestamps_increasing), and the <delay/> of
+mod_smacks was ignored (053e490;
+test_queued_while_hibernating_survives_a_long_absence).
 
 Run with ``-s`` to see one report line per scenario.
 """
