@@ -438,7 +438,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="mark it verified (you compared the full fingerprint) instead of tofu",
     )
 
-    distrust = add("distrust", _distrust, "revoke a held peer certificate (never encrypted to again unless trusted by hand)")
+    distrust = add(
+        "distrust",
+        _distrust,
+        "revoke a held peer certificate (never encrypted to again unless trusted by hand)",
+    )
     distrust.add_argument("peer", metavar="JID", help="the peer's bare JID")
     distrust.add_argument(
         "fingerprint",

@@ -2,10 +2,11 @@
 
 The ``out`` stage (before XEP-0198 queues a stanza) asks
 :func:`~slixmpp_objenc.core.send.plan` what to do and does it: lets the stanza
-through, remembers the recipients, parks it until keys, discovery or a key
-decision are there (it then goes through every filter again), or drops it
-and reports (fail closed). The ``out_sce`` stage seals in place, so an
-XEP-0198 resend can only ever carry the ciphertext.
+through, hands on a copy to encrypt (the application's own object is never
+changed), parks it until keys, discovery or a key decision are there (it then
+goes through every filter again), or drops it and reports (fail closed). The
+``out_sce`` stage seals that copy in place, so an XEP-0198 resend (of what
+left the ``out`` stage) can only ever carry the ciphertext.
 """
 
 from __future__ import annotations
@@ -120,13 +121,20 @@ class Outbound:
             return stanza
         decision = plan(self.outgoing(stanza), self.context)
         if isinstance(decision, Encrypt):
-            self._pending[stanza.xml] = decision
-        elif isinstance(decision, StripError):
-            strip_error(stanza)  # errors are never encrypted: they carry nothing else
-        elif isinstance(decision, Wait):
+            # The application keeps its object as it made it (id, body...): the
+            # wire gets a copy, which XEP-0198 queues after this stage and the
+            # 'out_sce' stage seals in place, so a resend is ciphertext too.
+            wire: StanzaBase = copy.copy(stanza)
+            self._pending[wire.xml] = decision
+            return wire
+        if isinstance(decision, StripError):
+            wire = copy.copy(stanza)
+            strip_error(wire)  # errors are never encrypted: they carry nothing else
+            return wire
+        if isinstance(decision, Wait):
             self._tasks.spawn(self._send_when_resolved(stanza, decision.bare))
             return None
-        elif isinstance(decision, Refuse):
+        if isinstance(decision, Refuse):
             self.refuse(stanza, EncryptionError(decision.reason))
             return None
         return stanza

@@ -521,13 +521,19 @@ async def test_server_killed_mid_burst(
     alice, bob, alice_jid, _, bob_jid, _ = await setup_pair(server, clients, tmp_path, inbox)
     sm = alice.plugin["xep_0198"]
     assert sm.sm_id, "Prosody did not offer a resumable session"
-    acked: set[str] = set()  # outer (wire) ids of what the server acknowledged to alice
-    alice.add_event_handler("stanza_acked", lambda stanza: acked.add(stanza["id"]))
+    acked: set[str] = set()  # the ids (inner) of what the server acknowledged to alice
+    exchanges = alice.plugin["objenc"].outbound.context.exchanges
+    # XEP-0198 acknowledges the sealed copy (outer id); the application's object
+    # keeps the id it chose (inner id)
+    alice.add_event_handler(
+        "stanza_acked",
+        lambda stanza: acked.add((exchanges.sent_to(stanza["id"]) or (stanza["id"],))[0]),
+    )
     sent: dict[int, Any] = {}
 
     def send(n: int) -> None:
         msg = alice.make_message(mto=bob_jid, mbody=body(token, n), mtype="chat")
-        sent[n] = msg  # sealed in place: its id becomes the wire id
+        sent[n] = msg  # never changed by sending: it keeps its (inner) id
         msg.send()
 
     send(0)

@@ -587,7 +587,8 @@ async def exercise(x: Endpoint, y: Endpoint) -> None:
     tokens.append(text)
     msg = x.client.make_message(mto=y.bare, mbody=text, mtype="chat")
     msg_id = msg["id"] = f"rcpt-{uuid.uuid4().hex[:8]}"
-    msg.send()  # (sealed in place: the object now carries the outer id)
+    msg.send()  # the object keeps the id the contact sees (issue 10)
+    assert msg["id"] == msg_id
     got = await next_matching(y.queues["message"], lambda m: m["body"] == text, f"{label}: body")
     assert y.plugin.encryption_info(got) is not None
     assert got["request_receipt"], "receipt request not inside the envelope"

@@ -108,7 +108,7 @@ CHAT_TO_TESTER = (
 
 
 class TestOutbound(ObjEncTestCase):
-    def test_message_is_encrypted_in_place_with_a_fresh_id(self) -> None:
+    def test_message_is_encrypted_with_a_fresh_id_and_left_as_it_was(self) -> None:
         msg = self.xmpp.make_message(mto="alice@example.org", mbody="secret plans", mtype="chat")
         msg["id"] = "inner-id"
         msg.send()
@@ -123,9 +123,10 @@ class TestOutbound(ObjEncTestCase):
         assert inner_xml.get("id") == "inner-id"
         # a body means the server should archive it: <store/> hint outside
         assert outer.find("{urn:xmpp:hints}store") is not None
-        # the stanza object itself now holds only the ciphertext (XEP-0198 resends it)
-        assert "secret plans" not in str(msg)
-        assert msg.xml.find(E2E) is not None
+        # the application's object is never changed (issue 10): a copy was sealed,
+        # and that copy is what XEP-0198 would resend
+        assert msg["id"] == "inner-id" and msg["body"] == "secret plans"
+        assert msg.xml.find(E2E) is None
 
     def test_hints_stay_outside_and_bodyless_messages_are_not_archived(self) -> None:
         msg = self.xmpp.make_message(mto="alice@example.org", mtype="chat")
@@ -197,8 +198,12 @@ class TestOutbound(ObjEncTestCase):
         msg.send()
         self.wait_for_send_queue()
         assert self.xmpp.socket.next_sent(timeout=0.2) is None
-        assert len(self.events["objenc_encryption_failed"]) == 1
-        assert "must not leak" not in str(msg)
+        failed = self.events["objenc_encryption_failed"]
+        assert len(failed) == 1
+        # what left the 'out' stage (and XEP-0198 could resend) carries nothing...
+        assert "must not leak" not in str(failed[0].stanza)
+        # ...and the application's own object is as it made it (issue 10)
+        assert msg["body"] == "must not leak"
 
 
 class TestLifecycle(ObjEncTestCase):
@@ -457,10 +462,18 @@ class TestReviewFindings(ObjEncTestCase):
         assert raw is not None and b"forbidden" in raw
         assert b"4711" not in raw and b"urn:x:secret" not in raw
 
-    def test_changed_sealed_stanza_is_not_resent(self) -> None:
+    def test_changed_stanza_sent_again_is_encrypted_again(self) -> None:
         msg = self.xmpp.make_message(mto="alice@example.org", mbody="first", mtype="chat")
         msg.send()
         self.sent_to_alice()
+        msg["body"] = "SECOND-SECRET"
+        msg.send()
+        _outer, inner = self.sent_to_alice()  # never in the clear
+        assert b"SECOND-SECRET" in inner
+
+    def test_stanza_carrying_plaintext_beside_an_envelope_is_refused(self) -> None:
+        msg = self.xmpp.make_message(mto="alice@example.org", mbody="first", mtype="chat")
+        self.plugin.seal_stanza(msg, [self.plugin.peer_certificate("alice@example.org")])
         msg["body"] = "SECOND-SECRET"
         msg.send()
         self.wait_for_send_queue()
