@@ -82,43 +82,17 @@ class ObjEnc(BasePlugin):
     them on first use and never falls back to plaintext once a contact has
     been seen with a certificate.
 
-    Configuration (``pconfig``):
-
-    ``data_dir``
-        where the per-account store lives (default: the platform's user
-        data directory, ``~/.local/share/slixmpp-objenc`` on Linux).
-    ``storage``
-        a :class:`~slixmpp_objenc.store.Storage` to use instead of SQLite.
-    ``key_file``, ``cert_file``, ``key_password``
-        use this key and certificate (PEM) instead of generated ones.
-    ``pep``
-        publish our certificate and discover others' over PEP (default on).
-    ``hold_on_key_change``
-        hold stanzas to a contact whose certificate changed until the
-        application decides (default on); off: encrypt to the old keys only.
-    ``trust_new_devices``
-        a contact's certificate published later, next to pinned ones that are
-        still published and not verified, is trusted at once (blind trust
-        before verification, event ``objenc_device_added``) instead of being
-        held like a key change (default off).
-    ``trust_own_new_devices``
-        headless bots: a new certificate on our own node is trusted at once (loud
-        warning, ``objenc_own_device_added``) instead of held for a decision (off).
-    ``refuse_plaintext``
-        drop plaintext messages and iqs from a contact's client once that
-        contact is known to encrypt (default on): event ``objenc_plaintext_refused``.
-    ``cipher``
-        ``AES-128-CBC-PKCS5-WITH-IV`` (default) or ``AES-256-CBC-PKCS5-WITH-IV``.
-    ``padding``
-        pad the encrypted envelope to a multiple of this many bytes (64; 0: off).
-    ``fallback_body``
-        the outer ``<body/>`` clients without this protocol show (with XEP-0380).
-    ``error_replies``, ``bad_timestamp_replies``, ``error_replies_per_minute``
-        the draft's error stanzas for cases 4 and 3 (on; at most 10/min/sender).
-
-    Expert knobs: ``identity``, ``key_size`` (3072), ``clock``,
-    ``random_bytes``, ``max_envelope_size``, ``replay_guard``, ``max_delay`` (30 days),
-    ``discovery_timeout`` (10 s).
+    Configuration (``pconfig``; README's table says what each key does):
+    ``data_dir``, ``storage``, ``key_file``/``cert_file``/``key_password``,
+    ``pep`` (on), ``hold_on_key_change`` (on), ``trust_new_devices`` (off),
+    ``trust_own_new_devices`` (off: a new certificate on our own node is held
+    for a decision; on, for headless bots, it is trusted at once with a loud
+    warning), ``refuse_plaintext`` (on), ``cipher`` (AES-128), ``padding``
+    (64), ``fallback_body``, ``error_replies``/``bad_timestamp_replies`` (on),
+    ``error_replies_per_minute`` (10). Expert knobs: ``identity``,
+    ``key_size`` (3072), ``clock``, ``random_bytes``, ``max_envelope_size``
+    (256 KiB), ``replay_guard``, ``max_delay`` (30 days), ``discovery_timeout``
+    (10 s).
     """
 
     name = "objenc"
@@ -241,7 +215,6 @@ class ObjEnc(BasePlugin):
             random_bytes=random_bytes,
         )
         self._handlers = (
-            ("session_bind", self._on_session_bind),
             ("session_start", self._on_session_start),
             ("objenc_certs_publish", self.directory.on_notified),
             ("objenc_certs_retract", self.directory.on_notified),
@@ -262,8 +235,17 @@ class ObjEnc(BasePlugin):
             )
         )
         self.tasks.spawn(self._load())
+        # Registered late (poezio loads plugins inside session_start): catch up on
+        # what the session already did, so every moment leads to the same state.
+        self._bound = False
+        if self.xmpp.session_bind_event.is_set():
+            self.session_bind(self.xmpp.boundjid)
+        if getattr(self.xmpp, "_session_started", False):
+            self.tasks.spawn(self._on_session_start(None))
 
     def plugin_end(self) -> None:
+        """Undo what can be undone at once; the store is closed in the background
+        (``await close()`` waits for it)."""
         self.xmpp.del_filter("out", self.outbound.plan)
         self.xmpp.del_filter("out_sce", self.outbound.seal)
         self.xmpp.del_filter("in", self.inbound.receive)
@@ -275,18 +257,26 @@ class ObjEnc(BasePlugin):
         if disco is not None:
             disco.del_feature(feature=NS_OBJENC)
             disco.del_feature(feature=NODE_CERTS + "+notify")
+        self.persistence.start_closing()
 
     def session_bind(self, jid: JID) -> None:
+        """Our resource is bound (slixmpp calls this then, or at registration if it
+        already happened; registered inside the 'session_bind' event, the session
+        start catches up)."""
+        if not hasattr(self, "inbound"):
+            return  # called by slixmpp before plugin_init: plugin_init calls it again
+        self._bound = True
         self.xmpp.plugin["xep_0030"].add_feature(NS_OBJENC)
-
-    def _on_session_bind(self, jid: JID) -> None:
         # Stay the last 'in' filter: XEP-0198 must count each wire stanza
         # before we drop or replace it, and must not count it twice.
         self.xmpp.del_filter("in", self.inbound.receive)
         self.xmpp.add_filter("in", self.inbound.receive)
+        self.inbound.context.own = address(self.xmpp.boundjid)  # the resource we got
         self.directory.register_interest()
 
     async def _on_session_start(self, _event: Any) -> None:
+        if not self._bound:
+            self.session_bind(self.xmpp.boundjid)
         await self.directory.on_session_start()
 
     async def _load(self) -> None:

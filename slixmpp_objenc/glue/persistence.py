@@ -67,6 +67,7 @@ class Persistence:
         self.timestamps = TimestampSource(clock)
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._writer_task: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
         self._admissions = 0
         self._last_sent: datetime | None = None
         self._stored_last_sent: datetime | None = None
@@ -143,9 +144,14 @@ class Persistence:
     def write(self, write: Callable[[], Awaitable[None]]) -> None:
         """Queue a write; they run in order, and the stanza path never waits."""
         self._writes.put_nowait(write)
+        self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        # Not one of the plugin's tasks: unloading the plugin must not cancel
+        # the writes it still owes the store.
         writer = self._writer_task
-        if writer is None or writer.done():
-            self._writer_task = self._tasks.spawn(self._writer())
+        if (writer is None or writer.done()) and not self._writes.empty():
+            self._writer_task = asyncio.ensure_future(self._writer(), loop=self._tasks.loop)
 
     async def _writer(self) -> None:
         while not self._writes.empty():
@@ -163,10 +169,20 @@ class Persistence:
 
     async def flush(self) -> None:
         """Wait until every pending write has reached the store."""
+        self._ensure_writer()
         await self._writes.join()
 
+    def start_closing(self) -> asyncio.Future[None]:
+        """Begin :meth:`close` in the background (plugin unloaded); idempotent."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(), loop=self._tasks.loop)
+        return self._closing
+
     async def close(self) -> None:
-        """Store the sending clock, flush pending writes and close the store."""
+        """Store the sending clock, flush pending writes and close the store; once."""
+        await asyncio.shield(self.start_closing())
+
+    async def _close(self) -> None:
         if self._last_sent is not None:
             self._note_last_sent(self._last_sent, force=True)
         await self.flush()
