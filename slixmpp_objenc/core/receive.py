@@ -87,6 +87,8 @@ NS_EME: Final = "urn:xmpp:eme:0"
 
 _E2E: Final = qname(NS_OBJENC, "e2e")
 _DELAY: Final = qname(NS_DELAY, "delay")
+_SERVER_ONLY: Final = frozenset({_DELAY, qname("urn:xmpp:sid:0", "stanza-id")})
+"""Elements only a server adds (XEP-0203, XEP-0359): they count outside only."""
 _EME: Final = qname(NS_EME, "encryption")
 _ERROR: Final = qname(NS_CLIENT, "error")
 _PEP_EVENT: Final = qname("http://jabber.org/protocol/pubsub#event", "event")
@@ -374,11 +376,10 @@ def _open(
 
 
 def _readdressed(inner: ET.Element, outer: ET.Element) -> ET.Element:
-    """The inner stanza addressed as the server stamped the outer one, with the
-    outer ``<delay/>`` (offline) when it has none of its own."""
-    delay = outer.find(_DELAY)
-    if delay is not None and inner.find(_DELAY) is None:
-        inner.append(delay)
+    """The inner stanza addressed as the server stamped the outer one, with what
+    the server added outside (``<delay/>``, ``<stanza-id/>``): only outside
+    counts, so the same elements found inside (the sender's claim) are dropped."""
+    _server_elements_from(inner, outer)
     for attribute in ("from", "to"):
         value = outer.get(attribute)
         if value:
@@ -386,6 +387,12 @@ def _readdressed(inner: ET.Element, outer: ET.Element) -> ET.Element:
         else:
             inner.attrib.pop(attribute, None)
     return inner
+
+
+def _server_elements_from(inner: ET.Element, outer: ET.Element) -> None:
+    for child in [c for c in inner if c.tag in _SERVER_ONLY]:
+        inner.remove(child)
+    inner.extend(c for c in outer if c.tag in _SERVER_ONLY)
 
 
 def _error_answer(received: Received, kind: str, ctx: InboundContext) -> Verdict | None:
@@ -572,6 +579,7 @@ def _decide_forwarded(
         value = message.get(attribute)
         if value:
             inner.set(attribute, value)
+    _server_elements_from(inner, message)
     return Delivered(
         inner,
         envelope,

@@ -11,6 +11,7 @@ other implementations; the section is named in each docstring.
 
 from __future__ import annotations
 
+import copy
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from .certificates import PeerCertificate
 from .constants import NS_CLIENT, NS_DELAY, NS_E2E_ERRORS, NS_OBJENC, NS_STANZAS, qname
 
 __all__ = [
+    "EME_NAME",
     "ENCRYPTED_MESSAGE_TYPES",
     "ENCRYPTED_PRESENCE_TYPES",
     "PROFILE_DRAFT",
@@ -32,12 +34,14 @@ __all__ = [
     "ErrorReply",
     "PlainStanza",
     "ReplyPolicy",
+    "archived_in_the_clear",
     "candidate",
     "choose_profile",
     "condition_only",
     "consistent",
     "error_reply",
     "foreign_mechanism",
+    "outside_envelope",
     "recipients",
     "refuse_forwarded_plaintext",
     "refuse_plaintext",
@@ -121,6 +125,74 @@ def choose_profile(certificates: Sequence[PeerCertificate]) -> str | None:
     if certificates and all(isinstance(p.public_key, rsa.RSAPublicKey) for p in certificates):
         return PROFILE_DRAFT
     return None
+
+
+NS_HINTS: Final = "urn:xmpp:hints"
+NS_EME: Final = "urn:xmpp:eme:0"
+EME_NAME: Final = "Object Encryption"
+_HINT: Final = f"{{{NS_HINTS}}}"
+_STORE: Final = qname(NS_HINTS, "store")
+_NO_STORE: Final = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
+_CARBONS_PRIVATE: Final = qname("urn:xmpp:carbons:2", "private")
+_ARCHIVED_CHILDREN: Final = frozenset(
+    {qname(NS_CLIENT, "body"), qname(NS_CLIENT, "subject"), qname("jabber:x:conference", "x")}
+)
+_ARCHIVED_NAMESPACES: Final = (
+    "{urn:xmpp:receipts}",
+    "{urn:xmpp:chat-markers:0}",
+    "{urn:xmpp:jingle-message:0}",
+    "{urn:xmpp:jingle-message:1}",
+)
+
+
+def archived_in_the_clear(message: ET.Element) -> bool:
+    """Whether a server archives this plaintext message (XEP-0313, as Prosody
+    0.12's mod_mam decides): by its hints, else when it carries a body, a
+    subject, a receipt, a chat marker, an invitation or a call."""
+    if any(child.tag in _NO_STORE for child in message):
+        return False
+    for child in message:
+        if child.tag == _STORE or child.tag in _ARCHIVED_CHILDREN:
+            return True
+        if child.tag.startswith(_ARCHIVED_NAMESPACES):
+            return True
+    return False
+
+
+def outside_envelope(inner: ET.Element, kind: str, fallback_body: str | None) -> list[ET.Element]:
+    """What goes outside the ``<e2e/>`` beside it (PROTOCOL.md 3): the server
+    acts on it, or clients without this protocol show it; everything else is
+    inside only.
+
+    - server instructions, kept inside too: XEP-0334 hints and XEP-0280
+      ``<private/>``;
+    - for a message, the archiving decision made explicit so the server treats
+      the envelope as it would the plaintext (``<store/>`` or ``<no-store/>``:
+      a server may archive every message marked as encrypted);
+    - for a message, XEP-0380 ``<encryption/>``, and the fallback body when
+      the message has a body.
+    """
+    outside = [
+        copy.copy(child)
+        for child in inner
+        if child.tag.startswith(_HINT) or child.tag == _CARBONS_PRIVATE
+    ]
+    if kind != "message":
+        return outside
+    tags = {child.tag for child in outside}
+    if archived_in_the_clear(inner):
+        if _STORE not in tags:
+            outside.append(ET.Element(_STORE))
+    elif not tags & _NO_STORE:
+        outside.append(ET.Element(qname(NS_HINTS, "no-store")))
+    outside.append(
+        ET.Element(qname(NS_EME, "encryption"), {"namespace": NS_OBJENC, "name": EME_NAME})
+    )
+    if fallback_body and inner.find(qname(NS_CLIENT, "body")) is not None:
+        body = ET.Element(qname(NS_CLIENT, "body"))
+        body.text = fallback_body
+        outside.append(body)
+    return outside
 
 
 # -- receiving (PROTOCOL.md section 5) ----------------------------------------

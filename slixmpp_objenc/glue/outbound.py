@@ -25,6 +25,7 @@ from slixmpp.xmlstream import StanzaBase, tostring
 from ..core import BlockCipher, EncryptionError, PeerCertificate, Recipient, seal
 from ..core.constants import NS_OBJENC, qname
 from ..core.receive import NS_EME
+from ..core.rules import EME_NAME, outside_envelope
 from ..core.send import (
     Encrypt,
     OutboundContext,
@@ -43,16 +44,12 @@ __all__ = ["EME_NAME", "Outbound"]
 
 log = logging.getLogger(__name__)
 
-NS_HINTS: Final = "urn:xmpp:hints"
-EME_NAME: Final = "Object Encryption"
-_HINTS_PREFIX: Final = f"{{{NS_HINTS}}}"
+_HINTS_PREFIX: Final = "{urn:xmpp:hints}"
 _E2E_TAG: Final = qname(NS_OBJENC, "e2e")
 _EME_TAG: Final = qname(NS_EME, "encryption")
 _BODY_TAG: Final = qname("jabber:client", "body")
 _MUC_TAG: Final = qname("http://jabber.org/protocol/muc", "x")
-_STORE_TAG: Final = qname(NS_HINTS, "store")
-_NO_STORE: Final = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
-_OUTSIDE_OK: Final = frozenset({_EME_TAG, _BODY_TAG})
+_OUTSIDE_OK: Final = frozenset({_EME_TAG, _BODY_TAG, qname("urn:xmpp:carbons:2", "private")})
 
 
 class Outbound:
@@ -231,22 +228,11 @@ class Outbound:
         )
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
-        hints = [copy.copy(child) for child in xml if child.tag.startswith(_HINTS_PREFIX)]
-        has_body = isinstance(stanza, Message) and xml.find(_BODY_TAG) is not None
-        archivable = has_body and not any(h.tag in _NO_STORE for h in hints)
+        outside = outside_envelope(xml, stanza.name, self.fallback_body)
         scrub(stanza)
         xml.set("id", outer_id)
         xml.append(e2e)
-        # Processing hints are for the server: they stay outside (and inside).
-        for hint in hints:
-            xml.append(hint)
-        if archivable and not any(h.tag == _STORE_TAG for h in hints):
-            ET.SubElement(xml, _STORE_TAG)
-        if isinstance(stanza, Message):
-            # XEP-0380: clients without this protocol say why they see nothing...
-            ET.SubElement(xml, _EME_TAG, {"namespace": NS_OBJENC, "name": EME_NAME})
-            if has_body and self.fallback_body:  # ...and an honest notice, not the message
-                ET.SubElement(xml, _BODY_TAG).text = self.fallback_body
+        xml.extend(outside)
         self._sealed[xml] = _children_snapshot(xml)
         request = isinstance(stanza, Iq) and xml.get("type") in ("get", "set")
         self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]), request=request)

@@ -761,12 +761,25 @@ def test_offline_message_delivered_with_our_servers_delay(
     assert inner_delay is not None and inner_delay.get("from") == "example.net"
 
 
-def test_offline_message_keeps_its_own_inner_delay(romeo: Identity, ctx: InboundContext) -> None:
+def test_only_the_servers_own_delay_and_stanza_id_count(
+    romeo: Identity, ctx: InboundContext
+) -> None:
+    """Issue 10: what only a server adds counts outside only; the same elements
+    inside the envelope are the sender's claim and are dropped."""
     sent = NOW - timedelta(hours=2)
-    inner = inner_bytes(payload=delay(CONTACT, sent) + "<body>hi</body>")
-    element = outer(envelope(romeo, inner, sent), extra=delay("example.net", sent))
+    claimed = (
+        delay(CONTACT, sent)
+        + f"<stanza-id xmlns='urn:xmpp:sid:0' id='fake' by='{OWN_BARE}'/><body>hi</body>"
+    )
+    real = (
+        delay("example.net", sent)
+        + f"<stanza-id xmlns='urn:xmpp:sid:0' id='real' by='{OWN_BARE}'/>"
+    )
+    element = outer(envelope(romeo, inner_bytes(payload=claimed), sent), extra=real)
     verdict = delivered(decide(received(element), ctx))
-    assert [d.get("from") for d in verdict.inner.findall(DELAY)] == [CONTACT]
+    assert [d.get("from") for d in verdict.inner.findall(DELAY)] == ["example.net"]
+    ids = verdict.inner.findall("{urn:xmpp:sid:0}stanza-id")
+    assert [i.get("id") for i in ids] == ["real"]
 
 
 @pytest.mark.parametrize("server", ["capulet.net", CONTACT, None])

@@ -1,0 +1,80 @@
+"""Issue 10, item 4: what the server adds or must see stays outside, and only
+outside counts; archived or not exactly as in the clear."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from test_plugin_stanzas import CHAT_TO_TESTER, ObjEncTestCase
+
+from slixmpp_objenc.core.rules import archived_in_the_clear
+
+HINTS = "{urn:xmpp:hints}"
+SID = "{urn:xmpp:sid:0}stanza-id"
+
+
+class TestServerInstructionsStayOutside(ObjEncTestCase):
+    def test_carbons_private_and_no_copy_are_outside(self) -> None:
+        msg = self.xmpp.make_message(mto="alice@example.org", mbody="only here", mtype="chat")
+        msg.xml.append(ET.Element("{urn:xmpp:carbons:2}private"))
+        msg.xml.append(ET.Element(f"{HINTS}no-copy"))
+        msg.send()
+        outer, inner = self.sent_to_alice()
+        assert outer.find("{urn:xmpp:carbons:2}private") is not None
+        assert outer.find(f"{HINTS}no-copy") is not None
+        assert b"only here" in inner and b"only here" not in ET.tostring(outer)
+
+    def test_a_chat_state_alone_is_not_archived_a_body_is(self) -> None:
+        state = self.xmpp.make_message(mto="alice@example.org", mtype="chat")
+        state.xml.append(ET.Element("{http://jabber.org/protocol/chatstates}composing"))
+        state.send()
+        outer, _ = self.sent_to_alice()
+        assert outer.find(f"{HINTS}no-store") is not None
+        assert outer.find(f"{HINTS}store") is None
+        self.xmpp.send_message(mto="alice@example.org", mbody="keep me", mtype="chat")
+        outer, _ = self.sent_to_alice()
+        assert outer.find(f"{HINTS}store") is not None
+        assert outer.find(f"{HINTS}no-store") is None
+
+    def test_receipts_and_markers_are_archived_as_in_the_clear(self) -> None:
+        for payload in (
+            "<received xmlns='urn:xmpp:receipts' id='m1'/>",
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/>",
+        ):
+            msg = self.xmpp.make_message(mto="alice@example.org", mtype="chat")
+            msg.xml.append(ET.fromstring(payload))
+            msg.send()
+            outer, _ = self.sent_to_alice()
+            assert outer.find(f"{HINTS}store") is not None, payload
+
+
+class TestOnlyOutsideCounts(ObjEncTestCase):
+    def test_the_servers_stanza_id_is_kept_one_inside_is_dropped(self) -> None:
+        inner = CHAT_TO_TESTER.format(body="x").replace(
+            "<body>",
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='tester@localhost'/><body>",
+        )
+        self.recv(
+            self.alice_seals(
+                inner, extra="<stanza-id xmlns='urn:xmpp:sid:0' id='real' by='tester@localhost'/>"
+            )
+        )
+        delivered = self.events["message"][0]
+        ids = [e.get("id") for e in delivered.xml.findall(SID)]
+        assert ids == ["real"]
+
+
+def test_archived_in_the_clear_follows_the_servers_rules() -> None:
+    def message(children: str) -> ET.Element:
+        return ET.fromstring(f"<message xmlns='jabber:client'>{children}</message>")
+
+    assert archived_in_the_clear(message("<body>x</body>"))
+    assert archived_in_the_clear(message("<subject>x</subject>"))
+    assert archived_in_the_clear(message("<request xmlns='urn:xmpp:receipts'/>"))
+    assert archived_in_the_clear(message("<store xmlns='urn:xmpp:hints'/>"))
+    assert not archived_in_the_clear(
+        message("<active xmlns='http://jabber.org/protocol/chatstates'/>")
+    )
+    assert not archived_in_the_clear(
+        message("<body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/>")
+    )
