@@ -50,7 +50,7 @@ from .rules import (
     refuse_forwarded_plaintext,
     refuse_plaintext,
 )
-from .timestamps import ReplayGuard, check_archived, parse_timestamp, to_ms
+from .timestamps import ReplayGuard, check_archived, own_server_delay, parse_timestamp, to_ms
 
 __all__ = [
     "MAX_OWN_KEYS_TRIED",
@@ -345,22 +345,6 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
     )
 
 
-def own_server_delay(xml: ET.Element, own: Address, parse: AddressParser) -> datetime | None:
-    """The XEP-0203 stamp our own server added (offline storage stamps from our
-    domain, stream-management hibernation from our bare JID); with several,
-    the earliest: when our server first received the stanza."""
-    ours = {own.domain, own.bare}
-    stamps = []
-    for delay in xml.findall(_DELAY):
-        try:
-            if parse(delay.get("from", "")).bare not in ours:
-                continue
-            stamps.append(parse_timestamp(delay.get("stamp", ""), utc_only=False))
-        except (ValueError, OverflowError):
-            continue  # malformed or out of range: not a usable stamp
-    return min(stamps) if stamps else None
-
-
 def _open(
     e2e: ET.Element, identities: Sequence[Identity], max_size: int
 ) -> tuple[OpenedEnvelope, str] | None:
@@ -564,8 +548,13 @@ def _decide_forwarded(
             )
             check_archived(envelope.timestamp, stamp)
         else:
+            # a carbon our server held (stream-management hibernation) keeps the
+            # time it first received it, like a direct stanza
+            stamp = own_server_delay(received.element, ctx.own, ctx.parse)
             now = ctx.clock()
-            ctx.replay_guard.admit(sender.full, envelope.timestamp, envelope.digest, now=now)
+            ctx.replay_guard.admit(
+                sender.full, envelope.timestamp, envelope.digest, now=now, delay=stamp
+            )
             admission = Admission(
                 sender.full, to_ms(envelope.timestamp), to_ms(now), envelope.digest
             )

@@ -9,11 +9,15 @@ tests pin it; nothing here reads the wall clock behind the caller's back.
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .errors import StaleStanza
+
+if TYPE_CHECKING:  # addressing imports certificates, which imports this module
+    from .addressing import Address, AddressParser
 from .replay import (
     UNATTRIBUTED,
     ReplayGuardState,
@@ -35,6 +39,7 @@ __all__ = [
     "bare_of",
     "check_archived",
     "format_timestamp",
+    "own_server_delay",
     "parse_timestamp",
     "to_ms",
     "utcnow",
@@ -283,3 +288,19 @@ def check_archived(
         raise StaleStanza("future")
     if ts < reference - skew_ms:
         raise StaleStanza("old")
+
+
+def own_server_delay(xml: ET.Element, own: Address, parse: AddressParser) -> datetime | None:
+    """The XEP-0203 stamp our own server added (offline storage stamps from our
+    domain, stream-management hibernation from our bare JID); with several,
+    the earliest: when our server first received the stanza."""
+    ours = {own.domain, own.bare}
+    stamps = []
+    for delay in xml.findall("{urn:xmpp:delay}delay"):
+        try:
+            if parse(delay.get("from", "")).bare not in ours:
+                continue
+            stamps.append(parse_timestamp(delay.get("stamp", ""), utc_only=False))
+        except (ValueError, OverflowError):
+            continue  # malformed or out of range: not a usable stamp
+    return min(stamps) if stamps else None

@@ -78,3 +78,43 @@ def test_archived_in_the_clear_follows_the_servers_rules() -> None:
     assert not archived_in_the_clear(
         message("<body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/>")
     )
+
+
+class TestServerTime(ObjEncTestCase):
+    """A carbon our server held through an 8-minute hibernation keeps the time
+    the server first received it, like the direct message in the same queue."""
+
+    def test_carbon_resent_after_hibernation_is_not_old(self) -> None:
+        from datetime import timedelta
+
+        from slixmpp.xmlstream import tostring
+
+        from slixmpp_objenc.core import Recipient, seal
+
+        self.xmpp.register_plugin("xep_0280")
+        carbons: list[object] = []
+        self.xmpp.add_event_handler("carbon_received", carbons.append)
+        sent = self.now - timedelta(minutes=8)
+        inner = CHAT_TO_TESTER.format(body="held").replace(
+            "to='tester@localhost/resource'", "to='tester@localhost/laptop'"
+        )
+        e2e = seal(
+            inner.encode(),
+            [Recipient(self.plugin.identity.certificate.public_key())],
+            timestamp=sent,
+        )
+        stamp = sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        self.recv(
+            "<message xmlns='jabber:client' from='tester@localhost' "
+            "to='tester@localhost/resource' type='chat'>"
+            "<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"
+            "<message xmlns='jabber:client' from='alice@example.org/phone' "
+            f"to='tester@localhost/laptop' type='chat' id='c1'>{tostring(e2e)}</message>"
+            "</forwarded></received>"
+            f"<delay xmlns='urn:xmpp:delay' from='tester@localhost' stamp='{stamp}'/>"
+            "</message>"
+        )
+        assert "objenc_bad_timestamp" not in self.events
+        assert len(carbons) == 1
+        info = self.plugin.encryption_info(carbons[0])
+        assert info is None or info.delay is not None  # the wrapper carries no info
