@@ -40,7 +40,7 @@ from .events import ArchivedMessage, EncryptionInfo, SasEvent
 from .glue.common import Tasks, address, handles_mechanism, is_room, parse_address
 from .glue.directory import NODE_CERTS, KeyDirectory, normalize_jid
 from .glue.inbound import Inbound
-from .glue.outbound import Outbound
+from .glue.outbound import DEFAULT_MAX_STANZA_SIZE, Outbound
 from .glue.persistence import Persistence, default_storage, identity_from_config
 from .glue.resources import OwnResources
 from .glue.verification import Verification
@@ -89,7 +89,8 @@ class ObjEnc(BasePlugin):
     for a decision; on, for headless bots, it is trusted at once with a loud
     warning), ``refuse_plaintext`` (on), ``cipher`` (AES-128), ``padding``
     (64), ``fallback_body``, ``error_replies``/``bad_timestamp_replies`` (on),
-    ``error_replies_per_minute`` (10). Expert knobs: ``identity``,
+    ``error_replies_per_minute`` (10), ``max_stanza_size`` (256 KiB: larger
+    encrypted stanzas are refused here, not lost). Expert knobs: ``identity``,
     ``key_size`` (3072), ``clock``, ``random_bytes``, ``max_envelope_size``
     (256 KiB), ``replay_guard``, ``max_delay`` (30 days), ``discovery_timeout``
     (10 s).
@@ -126,6 +127,7 @@ class ObjEnc(BasePlugin):
         "random_bytes": None,
         "replay_guard": None,
         "max_delay": MAX_DELAY,
+        "max_stanza_size": DEFAULT_MAX_STANZA_SIZE,
     }
 
     # -- lifecycle ---------------------------------------------------------
@@ -176,6 +178,7 @@ class ObjEnc(BasePlugin):
             random_bytes=random_bytes,
             padding=int(config.get("padding", 64) or 0),
             fallback_body=str(config["fallback_body"]) if config.get("fallback_body") else None,
+            max_stanza_size=int(config.get("max_stanza_size", DEFAULT_MAX_STANZA_SIZE)),
         )
         self.directory.released = self.outbound.release_hold
         self.inbound = Inbound(

@@ -51,6 +51,13 @@ _BODY_TAG: Final = qname("jabber:client", "body")
 _MUC_TAG: Final = qname("http://jabber.org/protocol/muc", "x")
 _OUTSIDE_OK: Final = frozenset({_EME_TAG, _BODY_TAG, qname("urn:xmpp:carbons:2", "private")})
 
+DEFAULT_MAX_STANZA_SIZE: Final = 256 * 1024
+"""The usual server limit on one stanza (Prosody's c2s_stanza_size_limit, ejabberd's
+max_stanza_size): bytes."""
+SIZE_MARGIN: Final = 1024
+"""Room for our stanza's own attributes, namespace declarations and what the
+server adds on the way (from, stanza-id, delay)."""
+
 
 class Outbound:
     """The sending side of the plugin: plans, holds, parks and seals."""
@@ -67,6 +74,7 @@ class Outbound:
         random_bytes: Callable[[int], bytes],
         padding: int,
         fallback_body: str | None,
+        max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
     ) -> None:
         self.xmpp = xmpp
         self.context = context
@@ -77,6 +85,7 @@ class Outbound:
         self.random_bytes = random_bytes
         self.padding = padding
         self.fallback_body = fallback_body
+        self.max_stanza_size = max_stanza_size
         self._pending: weakref.WeakKeyDictionary[ET.Element, Encrypt] = weakref.WeakKeyDictionary()
         self._sealed: weakref.WeakKeyDictionary[ET.Element, tuple[Any, ...]] = (
             weakref.WeakKeyDictionary()
@@ -229,6 +238,14 @@ class Outbound:
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         outside = outside_envelope(xml, stanza.name, self.fallback_body)
+        size = estimated_size(e2e) + sum(estimated_size(e) for e in outside) + SIZE_MARGIN
+        if size > self.max_stanza_size:
+            # the server would close the stream (policy-violation) and the
+            # stanza would be lost without a word: refuse it here instead
+            raise EncryptionError(
+                f"encrypted, this stanza would be about {size} bytes, over the "
+                f"server's limit of {self.max_stanza_size} (max_stanza_size)"
+            )
         scrub(stanza)
         xml.set("id", outer_id)
         xml.append(e2e)
@@ -236,6 +253,19 @@ class Outbound:
         self._sealed[xml] = _children_snapshot(xml)
         request = isinstance(stanza, Iq) and xml.get("type") in ("get", "set")
         self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]), request=request)
+
+
+def estimated_size(element: ET.Element) -> int:
+    """About how many bytes ``element`` serializes to (an upper estimate for
+    base64 text, which needs no escaping), without serializing it."""
+    size = 0
+    for node in element.iter():
+        tag = node.tag.rsplit("}", 1)[-1]
+        size += 2 * len(tag) + 5 + len(node.text or "") + len(node.tail or "")
+        size += sum(len(k) + len(v) + 4 for k, v in node.items())
+        if node.tag.startswith("{"):
+            size += len(node.tag) - len(tag) + 8  # an xmlns declaration
+    return size
 
 
 def _children_snapshot(xml: ET.Element) -> tuple[Any, ...]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from test_plugin_stanzas import CHAT_TO_TESTER, ObjEncTestCase
+from testkit import ALICE
 
+from slixmpp_objenc.core import open_envelope
 from slixmpp_objenc.core.rules import archived_in_the_clear
 
 HINTS = "{urn:xmpp:hints}"
@@ -118,3 +120,36 @@ class TestServerTime(ObjEncTestCase):
         assert len(carbons) == 1
         info = self.plugin.encryption_info(carbons[0])
         assert info is None or info.delay is not None  # the wrapper carries no info
+
+
+class TestNoSilentLossOfLargeMessages(ObjEncTestCase):
+    """A 150,000-character body grows to ~268,000 bytes encrypted: over the
+    server's 256 KiB stanza limit, it would close the stream and be lost with
+    no event. It is refused here instead; anything a sender may send is opened
+    by a receiver with the default envelope limit."""
+
+    def test_too_large_once_encrypted_is_refused_before_the_wire(self) -> None:
+        msg = self.xmpp.make_message(mto="alice@example.org", mbody="x" * 150_000, mtype="chat")
+        msg.send()
+        self.wait_for_send_queue()
+        assert self.xmpp.socket.next_sent(timeout=0.5) is None
+        failed = self.events["objenc_encryption_failed"]
+        assert len(failed) == 1 and "max_stanza_size" in str(failed[0].error)
+
+    def test_the_largest_allowed_is_opened_by_a_receiver(self) -> None:
+        for size in (140_000, 135_000, 130_000):
+            self.events.pop("objenc_encryption_failed", None)
+            msg = self.xmpp.make_message(mto="alice@example.org", mbody="y" * size, mtype="chat")
+            msg.send()
+            self.wait_for_send_queue()
+            if "objenc_encryption_failed" in self.events:
+                continue
+            raw = self.xmpp.socket.next_sent(timeout=1)
+            assert raw is not None and len(raw) <= 256 * 1024
+            # alice (the core, default envelope limit) opens it
+            e2e = ET.fromstring(raw).find("{urn:ietf:params:xml:ns:xmpp-objenc:0}e2e")
+            assert e2e is not None
+            opened = open_envelope(e2e, ALICE.private_key, key_id=ALICE.fingerprint)
+            assert ("y" * size).encode() in opened.stanza_bytes
+            return
+        raise AssertionError("no size under the limit was sent")
