@@ -46,6 +46,11 @@ class EncryptionInfo:
     """The server's XEP-0203 stamp when the stanza was an offline message."""
     sender_trust: TrustState | None = None
     """Trust state of :attr:`sender_fingerprint` (``verified``, ``tofu``, ...)."""
+    idempotency_key: str = ""
+    """Lowercase hex of the envelope's MAC: the same for every copy of one envelope
+    (direct, carbon, offline, archive, or delivered again after a crash), so an
+    application that must act once per message deduplicates on it (delivery is
+    at least once; README "Crashes")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,6 +209,7 @@ class Inbound:
             sender_fingerprint=best.fingerprint if best else None,
             delay=delay,
             sender_trust=best.trust if best else None,
+            idempotency_key=envelope.digest.hex(),
         )
 
     def _error_answer(self, stanza: StanzaBase, verdict: ErrorAnswer) -> StanzaBase:

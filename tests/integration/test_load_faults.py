@@ -13,11 +13,11 @@
 * what the server held for a client whose connection died (XEP-0198
   hibernation), read when it comes back 6 minutes later.
 
-One plugin bug is pinned by an ``xfail(strict=True, raises=PluginBug)`` test
-(see its reason): the replay cache is written behind delivery (a receiver
-killed right after its handler saw a message gets it twice). Two others were
-fixed and are guarded: a sender killed within a second of its start reused
-its timestamps after the next start
+Delivery is at least once (README "Crashes"): a receiver killed right after
+its handler saw a message gets it again after a restart, with the same
+idempotency key, and nothing else twice; killed before any handler saw it, it
+gets it once. Two plugin bugs were fixed and are guarded: a sender killed
+within a second of its start reused its timestamps after the next start
 (test_sender_crash_keeps_timestamps_increasing), and the <delay/> of
 mod_smacks was ignored (053e490;
 test_queued_while_hibernating_survives_a_long_absence).
@@ -397,6 +397,7 @@ class Delivery:
     stamped: bool  # it carried a <delay/> at all
     timestamp: datetime | None
     by: str
+    key: str | None = None
 
 
 @dataclass
@@ -428,6 +429,7 @@ class Inbox:
                     stamped,
                     info.timestamp if info is not None else None,
                     by,
+                    info.idempotency_key if info is not None else None,
                 )
             )
 
@@ -672,12 +674,26 @@ async def main():
             return
         n = int(text.split("#", 1)[1].split(" ", 1)[0])
         info = plugin.encryption_info(msg)
-        emit(ev="got", n=n, enc=info is not None, delay=bool(info and info.delay))
+        emit(
+            ev="got",
+            n=n,
+            enc=info is not None,
+            delay=bool(info and info.delay),
+            key=info.idempotency_key if info else None,
+        )
         if n == cfg.get("die_after"):  # the application saw it; then the process dies
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_decrypted(msg):  # before any handler of the application
+        text = msg["body"] or ""
+        if text.startswith(token) and int(text.split("#", 1)[1].split(" ", 1)[0]) == cfg.get(
+            "die_before"
+        ):
             os.kill(os.getpid(), signal.SIGKILL)
 
     started = loop.create_future()
     client.add_event_handler("message", on_message)
+    client.add_event_handler("objenc_decrypted", on_decrypted)
     client.add_event_handler(
         "session_start", lambda _e: started.done() or started.set_result(None)
     )
@@ -775,16 +791,8 @@ async def victims() -> AsyncIterator[list[Victim]]:
     [
         "aborted",
         "killed",
-        pytest.param(
-            "killed-in-handler",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=PluginBug,
-                reason="BUG: the replay cache is written behind delivery; a receiver "
-                "killed right after its handler saw a message gets it again after a "
-                "restart (redelivered from offline storage, admitted, delivered twice)",
-            ),
-        ),
+        "killed-before-handler",
+        "killed-in-handler",
     ],
 )
 async def test_receiver_killed_mid_burst(
@@ -801,8 +809,13 @@ async def test_receiver_killed_mid_burst(
       closing stream), its application restarts the client;
     * ``killed``: B is a process of its own; it is frozen (SIGSTOP) at a quiet
       moment, ten more messages reach its socket unread, then it is SIGKILLed;
+    * ``killed-before-handler``: B's process is SIGKILLed when message #60 is
+      decrypted, before any handler of the application saw it: it is delivered
+      after the restart, once (nothing is lost);
     * ``killed-in-handler``: B's process is SIGKILLed right after its handler
-      saw message #60, before the plugin's write-behind recorded it as admitted.
+      saw message #60, before the plugin recorded it as admitted: at least
+      once, so it is delivered again after the restart, with the same
+      idempotency key (README "Crashes"), and nothing else twice.
     """
     server = prosody_factory()
     token = secret("receiver-kill")
@@ -824,6 +837,7 @@ async def test_receiver_killed_mid_burst(
             data_dir=str(tmp_path / "B"),
             token=token,
             die_after=kill_at if how == "killed-in-handler" else None,
+            die_before=kill_at if how == "killed-before-handler" else None,
         )
         victims.append(b1)
         assert b1.seen("ready")[0]["fingerprint"] == bob_fp
@@ -901,6 +915,7 @@ async def test_receiver_killed_mid_burst(
     death = {
         "aborted": f"connection aborted with #{kill_at - 9}-{kill_at} on their way",
         "killed": f"SIGSTOP after #{kill_at - 10}, SIGKILL after A sent #{kill_at}",
+        "killed-before-handler": f"SIGKILL when #{kill_at} was decrypted",
         "killed-in-handler": f"SIGKILL in its handler of #{kill_at}",
     }[how]
     print(
@@ -919,8 +934,16 @@ async def test_receiver_killed_mid_burst(
     assert checked == stamped, "not checked against the server's <delay/> stamp"
     assert_no_plaintext(server, token, "at the end")
     assert not lost, f"lost: {runs(lost)}; refused by B2: {inbox.refused}"
-    if duplicates:
-        raise PluginBug(f"delivered twice: {runs(duplicates)}")
+    if how == "killed-in-handler":
+        # at least once: the one message whose handler was cut short comes
+        # again, with the key the application deduplicates on
+        assert duplicates == [kill_at], f"delivered twice: {runs(duplicates)}"
+        assert b1 is not None
+        first_key = {e["key"] for e in b1.seen("got") if e["n"] == kill_at}
+        again_key = {d.key for d in second if d.n == kill_at}
+        assert first_key == again_key and len(first_key) == 1, (first_key, again_key)
+    else:
+        assert not duplicates, f"delivered twice: {runs(duplicates)}"
     # (that this matters, 6 minutes later: test_queued_while_hibernating_...)
 
 

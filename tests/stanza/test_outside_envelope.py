@@ -153,3 +153,43 @@ class TestNoSilentLossOfLargeMessages(ObjEncTestCase):
             assert ("y" * size).encode() in opened.stanza_bytes
             return
         raise AssertionError("no size under the limit was sent")
+
+
+class TestIdempotencyKey(ObjEncTestCase):
+    """Every copy of one envelope carries the same key (issue 10, item 5)."""
+
+    def test_direct_and_archived_copies_share_the_key(self) -> None:
+        from slixmpp.xmlstream import tostring
+
+        from slixmpp_objenc.core import Recipient, seal
+
+        e2e = tostring(
+            seal(
+                CHAT_TO_TESTER.format(body="once").encode(),
+                [Recipient(self.plugin.identity.certificate.public_key())],
+                timestamp=self.now,
+            )
+        )
+        self.recv(
+            "<message xmlns='jabber:client' from='alice@example.org/phone' "
+            f"to='tester@localhost/resource' type='chat' id='o1'>{e2e}</message>"
+        )
+        direct = self.plugin.encryption_info(self.events["message"][0])
+        stamp = self.now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        captured: list[object] = []
+        self.xmpp.add_filter("in", lambda s: captured.append(s) or s)
+        self.recv(
+            "<message xmlns='jabber:client' from='tester@localhost' "
+            "to='tester@localhost/resource'><result xmlns='urn:xmpp:mam:2' queryid='q' id='a1'>"
+            "<forwarded xmlns='urn:xmpp:forward:0'>"
+            f"<delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>"
+            "<message xmlns='jabber:client' from='alice@example.org/phone' "
+            f"to='tester@localhost/resource' type='chat' id='o1'>{e2e}</message>"
+            "</forwarded></result></message>"
+        )
+        element = captured[0].xml.find(  # type: ignore[attr-defined]
+            "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
+        )
+        archived = self.plugin.encryption_info(self.xmpp._build_stanza(element))
+        assert direct is not None and archived is not None
+        assert direct.idempotency_key and direct.idempotency_key == archived.idempotency_key
