@@ -1,11 +1,16 @@
 """An echo bot that answers every encrypted message, encrypted.
 
-    python examples/echo_bot.py bot@example.org --key bot.key --cert bot.pem \
-        --peer-cert alice.pem [--host 127.0.0.1 --port 5222 --insecure]
+    python examples/echo_bot.py bot@example.org [--password ...]
+        [--key bot.key --cert bot.pem] [--peer-cert alice.pem]
+        [--data-dir DIR] [--host 127.0.0.1 --port 5222 --insecure]
 
-Plaintext messages are not answered: the bot only talks end-to-end encrypted.
-Replies are encrypted automatically because the plugin holds the sender's
-certificate (given with --peer-cert).
+Zero configuration: a JID and a password are enough. On first start the bot
+makes its key and certificate, keeps them in its store and publishes the
+certificate to PEP; it accepts presence subscriptions, so a contact who
+subscribes can fetch it, and it finds the contact's certificate the same way.
+Key files (--key/--cert) and hand-exchanged certificates (--peer-cert) are
+optional. Plaintext messages are not answered: the bot only talks
+end-to-end encrypted.
 """
 
 from __future__ import annotations
@@ -63,8 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("jid")
     parser.add_argument("--password", help="default: ask")
-    parser.add_argument("--key", required=True, help="our private key (PEM)")
-    parser.add_argument("--cert", required=True, help="our certificate (PEM)")
+    parser.add_argument("--key", help="our private key (PEM; default: made and kept)")
+    parser.add_argument("--cert", help="our certificate (PEM; with --key)")
+    parser.add_argument("--data-dir", help="where the store lives (default: per user)")
     parser.add_argument("--peer-cert", action="append", default=[], help="a peer's certificate")
     parser.add_argument("--host", help="server address (default: from the JID's domain)")
     parser.add_argument("--port", type=int, default=5222)
@@ -73,7 +79,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     password = args.password or getpass.getpass(f"password for {args.jid}: ")
-    bot = EchoBot(args.jid, password, {"key_file": args.key, "cert_file": args.cert})
+    config: dict[str, Any] = {}
+    if args.key or args.cert:
+        config.update(key_file=args.key, cert_file=args.cert)
+    if args.data_dir:
+        config["data_dir"] = args.data_dir
+    bot = EchoBot(args.jid, password, config)
     for path in args.peer_cert:
         peer = bot.plugin["objenc"].add_peer_certificate(Path(path).read_bytes())
         logging.info("will encrypt to %s", ", ".join(sorted(peer.jids)))
