@@ -255,6 +255,7 @@ class ObjEnc(BasePlugin):
         for event, handler in self._handlers:
             self.xmpp.del_event_handler(event, handler)
         self.xmpp.remove_handler("objenc verification")
+        self.outbound.fail_held()  # reported, never dropped without a word
         self.tasks.cancel_all()
         disco = self.xmpp.plugin.get("xep_0030", None)
         if disco is not None:

@@ -317,7 +317,7 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
     if not consistent(kind, kind_type, envelope.stanza, sender.bare, ctx.own.bare, ctx.parse):
         return case4("forged")
     delay = own_server_delay(xml, ctx.own, ctx.parse) if kind == "message" else None
-    inner = _readdressed(envelope.stanza, xml)
+    inner = _readdressed(envelope.stanza, xml, ctx)
     now = ctx.clock()
     try:
         ctx.replay_guard.admit(
@@ -359,11 +359,11 @@ def _open(
     return None
 
 
-def _readdressed(inner: ET.Element, outer: ET.Element) -> ET.Element:
+def _readdressed(inner: ET.Element, outer: ET.Element, ctx: InboundContext) -> ET.Element:
     """The inner stanza addressed as the server stamped the outer one, with what
-    the server added outside (``<delay/>``, ``<stanza-id/>``): only outside
-    counts, so the same elements found inside (the sender's claim) are dropped."""
-    _server_elements_from(inner, outer)
+    our server added outside (``<delay/>``, ``<stanza-id/>``): only that counts,
+    so the same elements found inside (the sender's claim) are dropped."""
+    _server_elements_from(inner, outer, ctx)
     for attribute in ("from", "to"):
         value = outer.get(attribute)
         if value:
@@ -373,10 +373,19 @@ def _readdressed(inner: ET.Element, outer: ET.Element) -> ET.Element:
     return inner
 
 
-def _server_elements_from(inner: ET.Element, outer: ET.Element) -> None:
+def _server_elements_from(inner: ET.Element, outer: ET.Element, ctx: InboundContext) -> None:
     for child in [c for c in inner if c.tag in _SERVER_ONLY]:
         inner.remove(child)
-    inner.extend(c for c in outer if c.tag in _SERVER_ONLY)
+    ours = {ctx.own.domain, ctx.own.bare}
+    for child in outer:
+        if child.tag not in _SERVER_ONLY:
+            continue
+        by = child.get("from" if child.tag == _DELAY else "by", "")
+        try:
+            if ctx.parse(by).bare in ours:  # what another server claims is not passed on
+                inner.append(child)
+        except ValueError:
+            continue
 
 
 def _error_answer(received: Received, kind: str, ctx: InboundContext) -> Verdict | None:
@@ -429,6 +438,8 @@ def _decide_plaintext(
         return PLAINTEXT_REFUSED  # a result for an encrypted request must be encrypted
     if not ctx.refuse_plaintext:
         return PASS
+    if not ctx.ready() and kind != "presence" and sender.local and sender.bare != ctx.own.bare:
+        return PARK  # who encrypts is not known before our store is loaded
     plain = PlainStanza(
         kind,
         kind_type,
@@ -568,7 +579,7 @@ def _decide_forwarded(
         value = message.get(attribute)
         if value:
             inner.set(attribute, value)
-    _server_elements_from(inner, message)
+    _server_elements_from(inner, message, ctx)
     return Delivered(
         inner,
         envelope,

@@ -11,7 +11,6 @@ other implementations; the section is named in each docstring.
 
 from __future__ import annotations
 
-import copy
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -172,8 +171,10 @@ def outside_envelope(inner: ET.Element, kind: str, fallback_body: str | None) ->
     - for a message, XEP-0380 ``<encryption/>``, and the fallback body when
       the message has a body.
     """
+    # the element alone: hints and <private/> are empty by definition, and
+    # nothing the sender put in them may travel in the clear
     outside = [
-        copy.copy(child)
+        ET.Element(child.tag)
         for child in inner
         if child.tag.startswith(_HINT) or child.tag == _CARBONS_PRIVATE
     ]

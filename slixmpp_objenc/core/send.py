@@ -169,7 +169,12 @@ def plan(stanza: Outgoing, ctx: OutboundContext) -> Plan:
 def _decide(stanza: Outgoing, ctx: OutboundContext) -> Plan:
     answers_encrypted = ctx.exchanges.answers_encrypted(stanza.to.full, stanza.id)
     if stanza.type == "error":
-        return STRIP_ERROR if answers_encrypted else SEND_CLEAR
+        # errors are never encrypted: to anyone who encrypts (or answering an
+        # encrypted stanza) they go with their condition only
+        encrypts = ctx.directory.sticky(stanza.to.bare) or (
+            stanza.to.bare == ctx.own_bare and ctx.encrypting_own_resource(stanza.to.full)
+        )
+        return STRIP_ERROR if answers_encrypted or encrypts else SEND_CLEAR
     if stanza.sealed:
         if stanza.changed_since_sealed:
             return Refuse("plaintext beside an <e2e/>: not sent")

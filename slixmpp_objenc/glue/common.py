@@ -12,7 +12,7 @@ from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
 
 from ..core.addressing import Address
-from ..core.constants import NS_STANZAS, qname
+from ..core.constants import NS_E2E_ERRORS, NS_OBJENC, NS_STANZAS, qname
 
 __all__ = [
     "Tasks",
@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 _ERROR_TAG = qname("jabber:client", "error")
+_E2E_TAG = qname(NS_OBJENC, "e2e")
 
 
 def address(jid: JID) -> Address:
@@ -99,12 +100,16 @@ def strip_error(stanza: StanzaBase) -> None:
     """Keep only the error's type and condition elements: no text, no payload."""
     xml = stanza.xml
     for child in list(xml):
-        if child.tag != _ERROR_TAG:
+        empty_e2e = child.tag == _E2E_TAG and len(child) == 0 and not (child.text or "").strip()
+        if child.tag != _ERROR_TAG and not empty_e2e:  # the protocol's marker stays
             xml.remove(child)
     error = xml.find(_ERROR_TAG)
     if error is not None:
         for child in list(error):
-            if child.tag == qname(NS_STANZAS, "text"):
+            # the defined conditions only: no <text/>, nothing application-specific
+            if child.tag == qname(NS_STANZAS, "text") or not child.tag.startswith(
+                (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
+            ):
                 error.remove(child)
     forget_plugins(stanza)
 

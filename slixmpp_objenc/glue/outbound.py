@@ -49,6 +49,7 @@ _E2E_TAG: Final = qname(NS_OBJENC, "e2e")
 _EME_TAG: Final = qname(NS_EME, "encryption")
 _BODY_TAG: Final = qname("jabber:client", "body")
 _MUC_TAG: Final = qname("http://jabber.org/protocol/muc", "x")
+_XML_LANG: Final = "{http://www.w3.org/XML/1998/namespace}lang"
 _OUTSIDE_OK: Final = frozenset({_EME_TAG, _BODY_TAG, qname("urn:xmpp:carbons:2", "private")})
 
 DEFAULT_MAX_STANZA_SIZE: Final = 256 * 1024
@@ -91,6 +92,7 @@ class Outbound:
             weakref.WeakKeyDictionary()
         )
         self._holds: dict[str, asyncio.Future[None]] = {}
+        self._held: weakref.WeakKeyDictionary[ET.Element, StanzaBase] = weakref.WeakKeyDictionary()
 
     # -- the 'out' stage ---------------------------------------------------------
 
@@ -112,8 +114,16 @@ class Outbound:
         snapshot = self._sealed.get(xml)
         if snapshot is not None:
             return _children_snapshot(xml) != snapshot
+        # not sealed by us (by hand, or a copy of one): only what we put outside
+        # may stand beside it, and a body only if it is the fallback notice
         return any(
-            c is not e2e and not c.tag.startswith(_HINTS_PREFIX) and c.tag not in _OUTSIDE_OK
+            c is not e2e
+            and not c.tag.startswith(_HINTS_PREFIX)
+            and (
+                c.tag not in _OUTSIDE_OK
+                or (c.tag == _BODY_TAG and (c.text or "") != (self.fallback_body or ""))
+                or len(c)
+            )
             for c in xml
         )
 
@@ -127,6 +137,11 @@ class Outbound:
             return stanza
         decision = plan(self.outgoing(stanza), self.context)
         if isinstance(decision, Encrypt):
+            size = self.size_once_encrypted(stanza, decision)
+            if size > self.max_stanza_size:
+                # refused before XEP-0198 counts and queues it (out_sync)
+                self.refuse(stanza, EncryptionError(self._too_large(size)))
+                return None
             # The application keeps its object as it made it (id, body...): the
             # wire gets a copy, which XEP-0198 queues after this stage and the
             # 'out_sce' stage seals in place, so a resend is ciphertext too.
@@ -138,12 +153,37 @@ class Outbound:
             strip_error(wire)  # errors are never encrypted: they carry nothing else
             return wire
         if isinstance(decision, Wait):
-            self._tasks.spawn(self._send_when_resolved(stanza, decision.bare))
+            # a copy waits: what the application does to its object meanwhile
+            # is not what was sent
+            held: StanzaBase = copy.copy(stanza)
+            self._held[held.xml] = held
+            self._tasks.spawn(self._send_when_resolved(held, decision.bare))
             return None
         if isinstance(decision, Refuse):
             self.refuse(stanza, EncryptionError(decision.reason))
             return None
         return stanza
+
+    def size_once_encrypted(self, stanza: StanzaBase, decision: Encrypt) -> int:
+        """About how many bytes ``stanza`` takes once sealed for ``decision``: its
+        content is base64-encoded twice (S' inside <plain/>, then E'), padded,
+        plus one wrapped key per recipient and what stays outside."""
+        content = estimated_size(stanza.xml) + 64  # the 'from' the sender adds
+        envelope = (content * 4 // 3 + 80) * 4 // 3 + 300
+        keys = sum(p.public_key.key_size // 6 + 200 for p in decision.recipients)
+        return envelope + keys + 600 + _attributes_size(stanza.xml) + SIZE_MARGIN
+
+    def _too_large(self, size: int) -> str:
+        return (
+            f"encrypted, this stanza would be about {size} bytes, over the server's "
+            f"limit of {self.max_stanza_size} (max_stanza_size)"
+        )
+
+    def fail_held(self) -> None:
+        """The plugin is unloaded: stanzas still waiting are reported as not sent."""
+        for stanza in list(self._held.values()):
+            self.refuse(stanza, EncryptionError("the plugin was unloaded before it could send"))
+        self._held.clear()
 
     async def _send_when_resolved(self, stanza: StanzaBase, bare: str) -> None:
         """Wait for keys, discovery or a held key change, then send ``stanza`` again
@@ -153,11 +193,13 @@ class Outbound:
             if self._persistence.load_error is None:
                 await self.resolve(bare)
         except Exception as exc:
+            self._held.pop(stanza.xml, None)
             self.refuse(stanza, exc)
             return
         directory = self._directory
         if not directory.held(bare) and directory.would_discover(bare):
             directory.remember_miss(bare)  # discovery could not run: do not loop
+        self._held.pop(stanza.xml, None)
         self.xmpp.send(stanza)
 
     async def resolve(self, bare: str) -> list[PeerCertificate]:
@@ -204,7 +246,21 @@ class Outbound:
         """'out_sce' stage: encrypt in place, so a resend can only carry the ciphertext."""
         decision = self._pending.pop(stanza.xml, None)
         if decision is None:
-            return stanza
+            if not isinstance(stanza, Message | Iq | Presence):
+                return stanza
+            # Not the object our 'out' stage handed on (another plugin's filter
+            # replaced it): decide again, and never let a candidate go in the clear.
+            again = plan(self.outgoing(stanza), self.context)
+            if isinstance(again, StripError):
+                strip_error(stanza)
+                return stanza
+            if isinstance(again, Wait | Refuse):
+                reason = again.reason if isinstance(again, Refuse) else "replaced after planning"
+                self.refuse(stanza, EncryptionError(f"not sent: {reason}"))
+                return None
+            if not isinstance(again, Encrypt):
+                return stanza
+            decision = again
         try:
             self.seal_stanza(stanza, decision.recipients)
         except Exception as exc:
@@ -238,15 +294,18 @@ class Outbound:
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         outside = outside_envelope(xml, stanza.name, self.fallback_body)
-        size = estimated_size(e2e) + sum(estimated_size(e) for e in outside) + SIZE_MARGIN
+        size = (
+            estimated_size(e2e)
+            + sum(estimated_size(e) for e in outside)
+            + _attributes_size(xml)
+            + SIZE_MARGIN
+        )
         if size > self.max_stanza_size:
             # the server would close the stream (policy-violation) and the
             # stanza would be lost without a word: refuse it here instead
-            raise EncryptionError(
-                f"encrypted, this stanza would be about {size} bytes, over the "
-                f"server's limit of {self.max_stanza_size} (max_stanza_size)"
-            )
+            raise EncryptionError(self._too_large(size))
         scrub(stanza)
+        xml.attrib.pop(_XML_LANG, None)  # the language stays inside
         xml.set("id", outer_id)
         xml.append(e2e)
         xml.extend(outside)
@@ -256,16 +315,27 @@ class Outbound:
 
 
 def estimated_size(element: ET.Element) -> int:
-    """About how many bytes ``element`` serializes to (an upper estimate for
-    base64 text, which needs no escaping), without serializing it."""
+    """About how many bytes ``element`` serializes to in UTF-8, escaping included
+    (an upper estimate), without serializing it."""
     size = 0
     for node in element.iter():
         tag = node.tag.rsplit("}", 1)[-1]
-        size += 2 * len(tag) + 5 + len(node.text or "") + len(node.tail or "")
-        size += sum(len(k) + len(v) + 4 for k, v in node.items())
+        size += 2 * len(tag) + 5 + _text_size(node.text) + _text_size(node.tail)
+        size += _attributes_size(node)
         if node.tag.startswith("{"):
             size += len(node.tag) - len(tag) + 8  # an xmlns declaration
     return size
+
+
+def _text_size(text: str | None) -> int:
+    if not text:
+        return 0
+    escaped = sum(text.count(c) for c in "&<>\"'") * 5  # &amp; &lt; ...
+    return len(text.encode("utf-8")) + escaped
+
+
+def _attributes_size(element: ET.Element) -> int:
+    return sum(len(k) + _text_size(v) + 4 for k, v in element.items())
 
 
 def _children_snapshot(xml: ET.Element) -> tuple[Any, ...]:

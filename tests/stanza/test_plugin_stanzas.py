@@ -182,9 +182,17 @@ class TestOutbound(ObjEncTestCase):
         for index, send in enumerate(cases, start=1):
             send()
             self._assert_sent_in_clear(f"-{index}")
-        err = self.xmpp.make_message(mto="alice@example.org", mbody="err-6", mtype="error")
+        err = self.xmpp.make_message(mto="bob@example.org", mbody="err-6", mtype="error")
         err.send()
         self._assert_sent_in_clear("err-6")
+        # to a contact who encrypts, an error goes in the clear with its condition
+        # only (review of issue 10: its payload would otherwise leak)
+        err = self.xmpp.make_message(mto="alice@example.org", mbody="err-6b", mtype="error")
+        err.send()
+        self.wait_for_send_queue()
+        raw = self.xmpp.socket.next_sent(timeout=1)
+        assert raw is not None and 'type="error"' in str(raw) and "err-6b" not in str(raw)
+        assert err["body"] == "err-6b"  # the application's object is untouched
         iq = self.xmpp.make_iq_get(queryxmlns="urn:example:bare-7", ito="alice@example.org")
         iq.send()
         self._assert_sent_in_clear("bare-7")
