@@ -274,10 +274,9 @@ class TestOneForgedEnvelopeCutsNobodyOff(HostileTestCase):
         assert MALLORY is not None
 
 
-class TestOurOwnOtherClients(HostileTestCase):
-    """Kind 7: before the fix, stanzas to another client of ours went in the clear
-    even when its certificate was held, and plaintext "from my laptop" was
-    accepted."""
+class OwnClientsCase(HostileTestCase):
+    """A second client of our own account (its certificate held) that the tests
+    make announce, or not, the protocol in its disco#info."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -306,6 +305,12 @@ class TestOurOwnOtherClients(HostileTestCase):
             f"<query xmlns='http://jabber.org/protocol/disco#info'>{body}</query></iq>"
         )
         self.xmpp.loop.run_until_complete(asyncio.sleep(0.05))
+
+
+class TestOurOwnOtherClients(OwnClientsCase):
+    """Kind 7: before the fix, stanzas to another client of ours went in the clear
+    even when its certificate was held, and plaintext "from my laptop" was
+    accepted."""
 
     def test_client_that_announces_the_protocol_is_encrypted_to(self) -> None:
         self.announce("laptop", [NS_OBJENC])

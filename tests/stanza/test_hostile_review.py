@@ -11,16 +11,14 @@ failing (the review's tests, with the assertions turned around).
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from slixmpp.xmlstream import tostring
 from test_hostile import ALICE_JID, chat, outer
-from test_hostile_plaintext import ALICE_FULL, OWN_LAPTOP, HostileTestCase
+from test_hostile_plaintext import ALICE_FULL, OWN_LAPTOP, HostileTestCase, OwnClientsCase
 from test_hostile_replay import MIN, SEC, ReplayCase, own_delay, stranger
 
 from slixmpp_objenc.core.constants import NS_OBJENC
@@ -85,31 +83,7 @@ class TestGroupchatWithAnEmptyE2e(HostileTestCase):
             )
 
 
-class TestOwnClientNotDowngraded(HostileTestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        from testkit import make_multi_jid_identity
-
-        self.laptop = make_multi_jid_identity(["tester@localhost"])
-        self.plugin.add_peer_certificate(self.laptop.certificate_pem())
-
-    def announce(self, resource: str, features: list[str]) -> None:
-        self.recv(
-            f"<presence xmlns='jabber:client' from='tester@localhost/{resource}' "
-            "to='tester@localhost/resource'/>"
-        )
-        self.wait_for_send_queue()
-        raw = self.xmpp.socket.next_sent(timeout=1)
-        assert raw is not None and b"disco#info" in raw, raw
-        query_id = ET.fromstring(raw).get("id")
-        body = "".join(f"<feature var='{f}'/>" for f in features)
-        self.recv(
-            f"<iq xmlns='jabber:client' from='tester@localhost/{resource}' "
-            f"to='tester@localhost/resource' type='result' id='{query_id}'>"
-            f"<query xmlns='http://jabber.org/protocol/disco#info'>{body}</query></iq>"
-        )
-        self.xmpp.loop.run_until_complete(asyncio.sleep(0.02))
-
+class TestOwnClientNotDowngraded(OwnClientsCase):
     def assert_encrypted_to_laptop(self) -> None:
         self.xmpp.send_message(mto=OWN_LAPTOP, mbody="note to self", mtype="chat")
         self.wait_for_send_queue()
