@@ -39,6 +39,7 @@ from .envelope import OpenedEnvelope, open_envelope
 from .errors import InvalidEnvelope, StaleStanza
 from .exchanges import Exchanges
 from .rules import (
+    SERVER_ADDED,
     ErrorBudget,
     ErrorReply,
     PlainStanza,
@@ -50,7 +51,14 @@ from .rules import (
     refuse_forwarded_plaintext,
     refuse_plaintext,
 )
-from .timestamps import ReplayGuard, check_archived, own_server_delay, parse_timestamp, to_ms
+from .timestamps import (
+    ReplayGuard,
+    check_archived,
+    from_our_server,
+    own_server_delay,
+    parse_timestamp,
+    to_ms,
+)
 
 __all__ = [
     "MAX_OWN_KEYS_TRIED",
@@ -87,8 +95,6 @@ NS_EME: Final = "urn:xmpp:eme:0"
 
 _E2E: Final = qname(NS_OBJENC, "e2e")
 _DELAY: Final = qname(NS_DELAY, "delay")
-_SERVER_ONLY: Final = frozenset({_DELAY, qname("urn:xmpp:sid:0", "stanza-id")})
-"""Elements only a server adds (XEP-0203, XEP-0359): they count outside only."""
 _EME: Final = qname(NS_EME, "encryption")
 _ERROR: Final = qname(NS_CLIENT, "error")
 _PEP_EVENT: Final = qname("http://jabber.org/protocol/pubsub#event", "event")
@@ -374,18 +380,12 @@ def _readdressed(inner: ET.Element, outer: ET.Element, ctx: InboundContext) -> E
 
 
 def _server_elements_from(inner: ET.Element, outer: ET.Element, ctx: InboundContext) -> None:
-    for child in [c for c in inner if c.tag in _SERVER_ONLY]:
+    for child in [c for c in inner if c.tag in SERVER_ADDED]:
         inner.remove(child)
-    ours = {ctx.own.domain, ctx.own.bare}
-    for child in outer:
-        if child.tag not in _SERVER_ONLY:
-            continue
-        by = child.get("from" if child.tag == _DELAY else "by", "")
-        try:
-            if ctx.parse(by).bare in ours:  # what another server claims is not passed on
-                inner.append(child)
-        except ValueError:
-            continue
+    # what another server claims is not passed on
+    inner.extend(
+        c for c in outer if c.tag in SERVER_ADDED and from_our_server(c, ctx.own, ctx.parse)
+    )
 
 
 def _error_answer(received: Received, kind: str, ctx: InboundContext) -> Verdict | None:

@@ -29,6 +29,7 @@ __all__ = [
     "ENCRYPTED_MESSAGE_TYPES",
     "ENCRYPTED_PRESENCE_TYPES",
     "PROFILE_DRAFT",
+    "SERVER_ADDED",
     "ErrorBudget",
     "ErrorReply",
     "PlainStanza",
@@ -40,6 +41,9 @@ __all__ = [
     "consistent",
     "error_reply",
     "foreign_mechanism",
+    "is_condition",
+    "is_empty_envelope",
+    "may_stand_beside_envelope",
     "outside_envelope",
     "recipients",
     "refuse_forwarded_plaintext",
@@ -196,6 +200,17 @@ def outside_envelope(inner: ET.Element, kind: str, fallback_body: str | None) ->
     return outside
 
 
+def may_stand_beside_envelope(child: ET.Element, fallback_body: str | None) -> bool:
+    """Whether ``child`` is something :func:`outside_envelope` puts beside an
+    ``<e2e/>`` (an empty hint or ``<private/>``, the EME marker, the fallback
+    body): anything else beside one is plaintext that must not be sent."""
+    if len(child):
+        return False
+    if child.tag.startswith(_HINT) or child.tag in (_CARBONS_PRIVATE, qname(NS_EME, "encryption")):
+        return True
+    return child.tag == qname(NS_CLIENT, "body") and (child.text or "") == (fallback_body or "")
+
+
 # -- receiving (PROTOCOL.md section 5) ----------------------------------------
 
 
@@ -260,9 +275,20 @@ class PlainStanza:
 _ERROR: Final = qname(NS_CLIENT, "error")
 _TEXT: Final = qname(NS_STANZAS, "text")
 _CONDITION_NAMESPACES: Final = (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
-_EMPTY_E2E: Final = qname(NS_OBJENC, "e2e")
-_SERVER_ADDED: Final = frozenset({qname(NS_DELAY, "delay"), qname("urn:xmpp:sid:0", "stanza-id")})
-"""What a server adds to a stanza it routes (XEP-0203, XEP-0359): says nothing."""
+_E2E: Final = qname(NS_OBJENC, "e2e")
+SERVER_ADDED: Final = frozenset({qname(NS_DELAY, "delay"), qname("urn:xmpp:sid:0", "stanza-id")})
+"""What only a server adds to a stanza it routes (XEP-0203, XEP-0359)."""
+
+
+def is_condition(element: ET.Element) -> bool:
+    """A defined error condition (RFC 6120 or RFC 3923's): not ``<text/>``, not
+    anything application-specific."""
+    return element.tag != _TEXT and element.tag.startswith(_CONDITION_NAMESPACES)
+
+
+def is_empty_envelope(element: ET.Element) -> bool:
+    """An empty ``<e2e/>``: the marker error replies carry, saying nothing."""
+    return element.tag == _E2E and len(element) == 0 and not (element.text or "").strip()
 
 
 def condition_only(xml: ET.Element) -> bool:
@@ -274,15 +300,10 @@ def condition_only(xml: ET.Element) -> bool:
     for child in xml:
         if child.tag == _ERROR:
             has_error = True
-            for condition in child:
-                if condition.tag == _TEXT or not condition.tag.startswith(_CONDITION_NAMESPACES):
-                    return False
-        else:
-            empty_e2e = (
-                child.tag == _EMPTY_E2E and len(child) == 0 and not (child.text or "").strip()
-            )
-            if not (empty_e2e or child.tag in _SERVER_ADDED):
+            if not all(is_condition(condition) for condition in child):
                 return False
+        elif not (is_empty_envelope(child) or child.tag in SERVER_ADDED):
+            return False
     return has_error
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "bare_of",
     "check_archived",
     "format_timestamp",
+    "from_our_server",
     "own_server_delay",
     "parse_timestamp",
     "to_ms",
@@ -47,6 +48,7 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 
+_DELAY_TAG: Final = "{urn:xmpp:delay}delay"
 _RFC3339: Final = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$",
     re.ASCII,
@@ -290,16 +292,26 @@ def check_archived(
         raise StaleStanza("old")
 
 
+def from_our_server(element: ET.Element, own: Address, parse: AddressParser) -> bool:
+    """Whether a ``<delay/>`` (its ``from``) or ``<stanza-id/>`` (its ``by``) names
+    our own server: our domain (offline storage) or our bare JID (stream
+    management, the archive)."""
+    by = element.get("from" if element.tag == _DELAY_TAG else "by", "")
+    try:
+        return parse(by).bare in (own.domain, own.bare)
+    except ValueError:
+        return False
+
+
 def own_server_delay(xml: ET.Element, own: Address, parse: AddressParser) -> datetime | None:
     """The XEP-0203 stamp our own server added (offline storage stamps from our
     domain, stream-management hibernation from our bare JID); with several,
     the earliest: when our server first received the stanza."""
-    ours = {own.domain, own.bare}
     stamps = []
-    for delay in xml.findall("{urn:xmpp:delay}delay"):
+    for delay in xml.findall(_DELAY_TAG):
+        if not from_our_server(delay, own, parse):
+            continue
         try:
-            if parse(delay.get("from", "")).bare not in ours:
-                continue
             stamps.append(parse_timestamp(delay.get("stamp", ""), utc_only=False))
         except (ValueError, OverflowError):
             continue  # malformed or out of range: not a usable stamp

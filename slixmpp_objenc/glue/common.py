@@ -12,7 +12,8 @@ from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
 
 from ..core.addressing import Address
-from ..core.constants import NS_E2E_ERRORS, NS_OBJENC, NS_STANZAS, qname
+from ..core.constants import qname
+from ..core.rules import is_condition, is_empty_envelope
 
 __all__ = [
     "Tasks",
@@ -27,7 +28,6 @@ __all__ = [
 ]
 
 _ERROR_TAG = qname("jabber:client", "error")
-_E2E_TAG = qname(NS_OBJENC, "e2e")
 
 
 def address(jid: JID) -> Address:
@@ -100,16 +100,12 @@ def strip_error(stanza: StanzaBase) -> None:
     """Keep only the error's type and condition elements: no text, no payload."""
     xml = stanza.xml
     for child in list(xml):
-        empty_e2e = child.tag == _E2E_TAG and len(child) == 0 and not (child.text or "").strip()
-        if child.tag != _ERROR_TAG and not empty_e2e:  # the protocol's marker stays
+        if child.tag != _ERROR_TAG and not is_empty_envelope(child):  # the marker stays
             xml.remove(child)
     error = xml.find(_ERROR_TAG)
     if error is not None:
         for child in list(error):
-            # the defined conditions only: no <text/>, nothing application-specific
-            if child.tag == qname(NS_STANZAS, "text") or not child.tag.startswith(
-                (f"{{{NS_STANZAS}}}", f"{{{NS_E2E_ERRORS}}}")
-            ):
+            if not is_condition(child):  # no <text/>, nothing application-specific
                 error.remove(child)
     forget_plugins(stanza)
 

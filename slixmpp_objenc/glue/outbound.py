@@ -25,8 +25,7 @@ from slixmpp.xmlstream import StanzaBase, tostring
 
 from ..core import BlockCipher, EncryptionError, PeerCertificate, Recipient, seal
 from ..core.constants import NS_OBJENC, qname
-from ..core.receive import NS_EME
-from ..core.rules import EME_NAME, outside_envelope
+from ..core.rules import EME_NAME, may_stand_beside_envelope, outside_envelope
 from ..core.send import (
     Encrypt,
     OutboundContext,
@@ -45,14 +44,10 @@ __all__ = ["EME_NAME", "Outbound"]
 
 log = logging.getLogger(__name__)
 
-_HINTS_PREFIX: Final = "{urn:xmpp:hints}"
 _E2E_TAG: Final = qname(NS_OBJENC, "e2e")
-_EME_TAG: Final = qname(NS_EME, "encryption")
-_BODY_TAG: Final = qname("jabber:client", "body")
 _MUC_TAG: Final = qname("http://jabber.org/protocol/muc", "x")
 _ESCAPED: Final = re.compile("[&<>\"']")
 _XML_LANG: Final = "{http://www.w3.org/XML/1998/namespace}lang"
-_OUTSIDE_OK: Final = frozenset({_EME_TAG, _BODY_TAG, qname("urn:xmpp:carbons:2", "private")})
 
 DEFAULT_MAX_STANZA_SIZE: Final = 256 * 1024
 """The usual server limit on one stanza (Prosody's c2s_stanza_size_limit, ejabberd's
@@ -117,16 +112,9 @@ class Outbound:
         if snapshot is not None:
             return _children_snapshot(xml) != snapshot
         # not sealed by us (by hand, or a copy of one): only what we put outside
-        # may stand beside it, and a body only if it is the fallback notice
+        # may stand beside it
         return any(
-            c is not e2e
-            and not c.tag.startswith(_HINTS_PREFIX)
-            and (
-                c.tag not in _OUTSIDE_OK
-                or (c.tag == _BODY_TAG and (c.text or "") != (self.fallback_body or ""))
-                or len(c)
-            )
-            for c in xml
+            c is not e2e and not may_stand_beside_envelope(c, self.fallback_body) for c in xml
         )
 
     def plan(self, stanza: StanzaBase) -> StanzaBase | None:
