@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import hostile_certificates as hostile
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from slixmpp.test import SlixTest
+from test_pep_stanzas import PepTestCase
 from testkit import ALICE, TESTER
 
 import slixmpp_objenc
@@ -51,7 +51,7 @@ def der(identity: Any) -> bytes:
     return bytes(identity.certificate.public_bytes(Encoding.DER))
 
 
-class DirectoryTestCase(SlixTest):
+class DirectoryTestCase(PepTestCase):
     config: ClassVar[dict[str, Any]] = {}
 
     def setUp(self) -> None:
@@ -68,19 +68,7 @@ class DirectoryTestCase(SlixTest):
             self.xmpp.add_event_handler(name, self.events[name].append)
         self.wait_()
 
-    def tearDown(self) -> None:
-        self.stream_close()
-
-    # the server's side ---------------------------------------------------------
-
-    def next_sent(self) -> ET.Element | None:
-        for _ in range(4):
-            self.wait_for_send_queue()
-            self.wait_()
-            raw = self.xmpp.socket.next_sent(timeout=0.1)
-            if raw is not None:
-                return ET.fromstring(raw)
-        return None
+    # the server's side (next_sent: PepTestCase's) ----------------------------------
 
     def answer_fetch(self, owner: str, items: Sequence[str] | None = None) -> None:
         """Answer the plugin's next request with ``items`` (raw <item/> XML) from
