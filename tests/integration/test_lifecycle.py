@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from objenc_peers import WAIT, befriend, eventually, queue_of, secret, tap
 from slixmpp import ClientXMPP
+from slixmpp.exceptions import IqError
 
 import slixmpp_objenc
 from slixmpp_objenc.core.constants import NS_OBJENC
@@ -61,9 +62,14 @@ async def connect_at(
 
 
 async def published_fingerprints(client: ClientXMPP) -> set[str]:
-    result = await client.plugin["xep_0060"].get_items(
-        client.boundjid.bare, NODE_CERTS, timeout=WAIT
-    )
+    try:
+        result = await client.plugin["xep_0060"].get_items(
+            client.boundjid.bare, NODE_CERTS, timeout=WAIT
+        )
+    except IqError as exc:  # the node is created by the first publish: not yet
+        if exc.condition == "item-not-found":
+            return set()
+        raise
     return {item["id"] for item in result["pubsub"]["items"]}
 
 
