@@ -31,6 +31,7 @@ from .core import (
 )
 from .core.constants import DEFAULT_MAX_ENVELOPE_SIZE, NS_OBJENC
 from .core.exchanges import Exchanges
+from .core.publication import Publication
 from .core.receive import InboundContext
 from .core.rules import ErrorBudget, ReplyPolicy, candidate
 from .core.send import OutboundContext
@@ -393,13 +394,16 @@ class ObjEnc(BasePlugin):
         """How ``stanza`` arrived: ``None`` if it was not encrypted."""
         return self.inbound.encryption_info(stanza)
 
-    async def publish_certificate(self) -> bool:
-        """Publish our certificate to our PEP node, readable by contacts only.
+    @property
+    def publication(self) -> Publication:
+        """Our certificate's state on PEP (``objenc_publication`` on each change);
+        ``failing`` means contacts find no certificate and may write in the clear."""
+        return self.directory.publisher.state
 
-        Returns whether it was published; on refusal (for example a server
-        without publish-options) emits ``objenc_publish_failed`` and does not
-        retry without the access restriction.
-        """
+    async def publish_certificate(self) -> bool:
+        """Publish our certificate on our PEP node, readable by contacts only
+        (publish-options, else node configuration: ``core.publication``).
+        Returns whether it is published; never publishes on a more open node."""
         return await self.directory.publish()
 
     async def discover(self, jid: JID | str) -> list[PeerCertificate]:

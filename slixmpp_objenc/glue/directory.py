@@ -13,7 +13,6 @@ send decision reads (:class:`~slixmpp_objenc.core.send.KeyDirectoryView`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 import xml.etree.ElementTree as ET
@@ -21,10 +20,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.plugins.xep_0004 import Form
 
 from ..core import CertificateError, Identity, PeerCertificate, validate_peer_certificate
 from ..core.certificates import PublishedItem, canonical_jid, read_publication
@@ -36,18 +33,16 @@ from ..core.trust import (
     TrustState,
     reconcile,
 )
-from ..events import DirectoryLimitEvent, KeyChangedEvent, KeyUnpublishedEvent, PublishFailedEvent
+from ..events import DirectoryLimitEvent, KeyChangedEvent, KeyUnpublishedEvent
 from ..keyring import Keyring
-from ..stanza import Certificate
 from .common import parse_address
 from .persistence import Persistence
+from .publication import NODE_CERTS, Publisher
 
 __all__ = ["NODE_CERTS", "KeyDirectory", "normalize_jid"]
 
 log = logging.getLogger(__name__)
 
-NODE_CERTS: Final = NS_OBJENC + ":certs"
-"""PEP node holding our certificates: one item per certificate, id = fingerprint."""
 
 NEGATIVE_DISCOVERY_SECONDS: Final = 300.0
 """A contact with no certificates on PEP is asked again after this long..."""
@@ -89,6 +84,9 @@ class KeyDirectory:
         self.timeout = float(config.get("discovery_timeout", 10.0))
         self.trust_new_devices = bool(config.get("trust_new_devices"))
         self.trust_own_new_devices = bool(config.get("trust_own_new_devices"))
+        self.publisher = Publisher(
+            xmpp, persistence, identity, clock, self.timeout, enabled=self.enabled
+        )
         self.released: Callable[[str], None] = lambda _bare: None
         """Called when a JID has no more decisions pending (held stanzas may go)."""
         self._discovering: dict[str, asyncio.Future[None]] = {}
@@ -153,39 +151,8 @@ class KeyDirectory:
                 self.xmpp.event("objenc_own_device_held", event)
 
     async def publish(self) -> bool:
-        """Publish our certificate, readable by contacts only (see ``ObjEnc``)."""
-        identity = self._identity()
-        payload = Certificate()
-        payload["value"] = base64.b64encode(identity.certificate.public_bytes(Encoding.DER)).decode(
-            "ascii"
-        )
-        options = Form()
-        options["type"] = "submit"
-        options.add_field(
-            var="FORM_TYPE",
-            ftype="hidden",
-            value="http://jabber.org/protocol/pubsub#publish-options",
-        )
-        options.add_field(var="pubsub#access_model", value="presence")
-        options.add_field(var="pubsub#persist_items", value="true")
-        options.add_field(var="pubsub#max_items", value="max")
-        try:
-            await self.xmpp.plugin["xep_0060"].publish(
-                None,
-                NODE_CERTS,
-                id=identity.fingerprint,
-                payload=payload,
-                options=options,
-                timeout=self.timeout,
-            )
-        except (IqError, IqTimeout) as exc:
-            condition = exc.iq["error"]["condition"] if isinstance(exc, IqError) else "timeout"
-            text = exc.iq["error"]["text"] if isinstance(exc, IqError) else ""
-            log.warning("objenc: our certificate was not published (%s)", condition)
-            self.xmpp.event("objenc_publish_failed", PublishFailedEvent(condition, text))
-            return False
-        self.xmpp.event("objenc_published", identity.fingerprint)
-        return True
+        """Publish our certificate, readable by contacts only (see :class:`Publisher`)."""
+        return await self.publisher.publish()
 
     # -- discovery -------------------------------------------------------------
 

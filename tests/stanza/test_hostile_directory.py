@@ -414,6 +414,9 @@ class TestUpgradedStore(DirectoryTestCase):
         publish = self.next_sent()
         assert publish is not None
         self.recv(f"<iq type='result' to='{ME}/resource' id='{publish.get('id')}'/>")
+        read = self.next_sent()  # the node's configuration, checked after publishing
+        assert read is not None
+        self.recv(f"<iq type='result' to='{ME}/resource' id='{read.get('id')}'/>")
         self.wait_(0.1)
         self.answer_fetch(ME, [item(der(TESTER)), item(der(ATTACKER))])
         for _ in range(20):

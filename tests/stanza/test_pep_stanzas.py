@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import xml.etree.ElementTree as ET
@@ -99,25 +98,6 @@ class TestDiscovery(PepTestCase):
         sent = self.next_sent()
         assert sent is not None and sent.find(f"{{{NS_OBJENC}}}e2e") is None
         assert self.plugin.keyring.records("bob@example.org") == []
-
-
-class TestPublication(PepTestCase):
-    def test_refused_publish_options_give_an_event_and_no_open_retry(self) -> None:
-        task = asyncio.ensure_future(self.plugin.publish_certificate())
-        publish = self.next_sent()
-        assert publish is not None
-        text = ET.tostring(publish, encoding="unicode")
-        assert "pubsub#access_model" in text and "presence" in text
-        self.recv(
-            f"<iq type='error' id='{publish.get('id')}' to='tester@localhost/resource'>"
-            "<error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-            "<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>"
-            "</error></iq>"
-        )
-        self.wait_(0.1)
-        assert task.done() and task.result() is False
-        assert self.events["objenc_publish_failed"][0].condition == "conflict"
-        assert self.next_sent() is None  # no second, unrestricted attempt
 
 
 def test_world_readable_key_file_is_refused(tmp_path: Path) -> None:

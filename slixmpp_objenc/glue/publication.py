@@ -1,0 +1,166 @@
+"""Publishing our certificate on our PEP node: performs the steps
+:class:`~slixmpp_objenc.core.publication.PublicationSteps` decides (publish
+with options, else configure the node as its owner, check, publish, check),
+keeps the outcome as :attr:`Publisher.state`, tells the application
+(``objenc_publication``, plus ``objenc_published`` / ``objenc_publish_failed``)
+and records it in the store so ``objenc show`` can say it offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.xep_0004 import Form
+
+from ..core import Identity
+from ..core.constants import NS_OBJENC
+from ..core.publication import (
+    NODE_CONFIGURATION,
+    PUBLICATION_SETTING,
+    PUBLISH_OPTIONS,
+    Answer,
+    Publication,
+    PublicationStatus,
+    PublicationSteps,
+    Step,
+    publication_record,
+)
+from ..events import PublishFailedEvent
+from ..stanza import Certificate
+from .persistence import Persistence
+
+__all__ = ["NODE_CERTS", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+NODE_CERTS: Final = NS_OBJENC + ":certs"
+"""PEP node holding our certificates: one item per certificate, id = fingerprint."""
+
+_NS_DATA: Final = "jabber:x:data"
+_FORM_TYPE_OPTIONS: Final = "http://jabber.org/protocol/pubsub#publish-options"
+_FORM_TYPE_CONFIG: Final = "http://jabber.org/protocol/pubsub#node_config"
+
+
+class Publisher:
+    """Our certificate on our node: one attempt at a time, its outcome kept."""
+
+    def __init__(
+        self,
+        xmpp: Any,
+        persistence: Persistence,
+        identity: Callable[[], Identity],
+        clock: Callable[[], datetime],
+        timeout: float,
+        *,
+        enabled: bool,
+    ) -> None:
+        self.xmpp = xmpp
+        self._persistence = persistence
+        self._identity = identity
+        self._clock = clock
+        self.timeout = timeout
+        self.state = Publication(PublicationStatus.PENDING if enabled else PublicationStatus.OFF)
+
+    async def publish(self) -> bool:
+        """Run one attempt; returns whether our certificate is published."""
+        identity = self._identity()
+        steps = PublicationSteps(identity.fingerprint)
+        self._set(steps.state)
+        step = steps.step
+        while step is not Step.DONE:
+            step = steps.answer(await self._perform(step, identity))
+        self._set(steps.state)
+        return steps.state.published
+
+    def _set(self, state: Publication) -> None:
+        changed = state != self.state
+        self.state = state
+        if not changed:
+            return
+        self.xmpp.event("objenc_publication", state)
+        if state.status is PublicationStatus.PUBLISHED:
+            self.xmpp.event("objenc_published", state.fingerprint)
+        elif state.status is PublicationStatus.FAILING:
+            log.warning(
+                "objenc: our certificate is not published (%s: %s); contacts find "
+                "no certificate for this device",
+                state.condition,
+                state.text,
+            )
+            self.xmpp.event(
+                "objenc_publish_failed", PublishFailedEvent(state.condition, state.text)
+            )
+        if state.status is not PublicationStatus.PENDING:
+            record = publication_record(state, self._clock())
+            self._persistence.set_setting(PUBLICATION_SETTING, record)
+
+    async def _perform(self, step: Step, identity: Identity) -> Answer:
+        pubsub = self.xmpp.plugin["xep_0060"]
+        try:
+            if step is Step.PUBLISH_WITH_OPTIONS or step is Step.PUBLISH:
+                options = _form(_FORM_TYPE_OPTIONS, PUBLISH_OPTIONS)
+                await pubsub.publish(
+                    None,
+                    NODE_CERTS,
+                    id=identity.fingerprint,
+                    payload=_payload(identity),
+                    options=options if step is Step.PUBLISH_WITH_OPTIONS else None,
+                    timeout=self.timeout,
+                )
+            elif step is Step.READ_CONFIGURATION:
+                result = await pubsub.get_node_config(None, NODE_CERTS, timeout=self.timeout)
+                return Answer.success(_configuration(result.xml))
+            elif step is Step.CREATE_NODE:
+                config = _form(_FORM_TYPE_CONFIG, NODE_CONFIGURATION)
+                await pubsub.create_node(None, NODE_CERTS, config=config, timeout=self.timeout)
+            elif step is Step.CONFIGURE:
+                config = _form(_FORM_TYPE_CONFIG, NODE_CONFIGURATION)
+                await pubsub.set_node_config(None, NODE_CERTS, config, timeout=self.timeout)
+            elif step is Step.RETRACT:
+                await pubsub.retract(
+                    None, NODE_CERTS, identity.fingerprint, notify=True, timeout=self.timeout
+                )
+        except IqError as exc:
+            log.info("objenc: %s refused: %s", step.value, exc.iq["error"]["condition"])
+            return Answer.error(exc.iq["error"]["condition"], exc.iq["error"]["text"])
+        except IqTimeout:
+            return Answer.error("timeout", f"no answer to {step.value} in {self.timeout:g} s")
+        return Answer.success()
+
+
+def _payload(identity: Identity) -> Certificate:
+    payload = Certificate()
+    der = identity.certificate.public_bytes(Encoding.DER)
+    payload["value"] = base64.b64encode(der).decode("ascii")
+    return payload
+
+
+def _form(form_type: str, values: Mapping[str, str]) -> Form:
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=form_type)
+    for var, value in values.items():
+        form.add_field(var=var, value=value)
+    return form
+
+
+def _configuration(iq: ET.Element) -> dict[str, str] | None:
+    """The fields of a node configuration answer (XEP-0060 section 8.2.1):
+    var -> value (several values joined by spaces); ``None`` without a form."""
+    form = next(iq.iter(f"{{{_NS_DATA}}}x"), None)
+    if form is None:
+        return None
+    fields: dict[str, str] = {}
+    for field in form.findall(f"{{{_NS_DATA}}}field"):
+        var = field.get("var")
+        if var and var not in fields:
+            values = [v.text or "" for v in field.findall(f"{{{_NS_DATA}}}value")]
+            fields[var] = " ".join(v.strip() for v in values)
+    return fields

@@ -1,0 +1,195 @@
+"""core.publication with plain values: the node checks and the steps of an attempt."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+
+from slixmpp_objenc.core.publication import (
+    NODE_CONFIGURATION,
+    NODE_MAX_ITEMS,
+    PUBLISH_OPTIONS,
+    Answer,
+    Publication,
+    PublicationStatus,
+    PublicationSteps,
+    Step,
+    node_problems,
+    publication_record,
+    read_publication_record,
+)
+
+GOOD = {"pubsub#access_model": "presence", "pubsub#max_items": "16", "pubsub#persist_items": "1"}
+
+
+@pytest.mark.parametrize(
+    ("configuration", "problem"),
+    [
+        (GOOD, None),
+        ({"pubsub#access_model": "presence"}, None),  # unreported counts are no problem
+        ({**GOOD, "pubsub#max_items": "max"}, None),
+        ({**GOOD, "pubsub#max_items": "1000"}, None),
+        ({**GOOD, "pubsub#access_model": "open"}, "'open'"),
+        ({**GOOD, "pubsub#access_model": "whitelist"}, "'whitelist'"),  # contacts can't read
+        ({**GOOD, "pubsub#access_model": "roster"}, "'roster'"),
+        ({"pubsub#max_items": "16"}, "who may read"),
+        ({**GOOD, "pubsub#max_items": "1"}, "only 1 item"),
+        ({**GOOD, "pubsub#max_items": "many"}, "unreadable"),
+        ({**GOOD, "pubsub#persist_items": "false"}, "does not keep"),
+        ({**GOOD, "pubsub#persist_items": "0"}, "does not keep"),
+    ],
+)
+def test_node_problems(configuration: dict[str, str], problem: str | None) -> None:
+    problems = node_problems(configuration)
+    if problem is None:
+        assert problems == ()
+    else:
+        assert any(problem in p for p in problems), problems
+
+
+def test_what_we_ask_for_passes_our_own_check() -> None:
+    assert node_problems(NODE_CONFIGURATION) == ()
+    assert PUBLISH_OPTIONS["pubsub#access_model"] == "presence"
+    assert int(NODE_CONFIGURATION["pubsub#max_items"]) == NODE_MAX_ITEMS
+
+
+def run(answers: list[tuple[Step, Answer]]) -> PublicationSteps:
+    steps = PublicationSteps("ab" * 32)
+    for expected, answer in answers:
+        assert steps.step is expected
+        steps.answer(answer)
+    assert steps.step is Step.DONE
+    return steps
+
+
+OK = Answer.success()
+
+
+def config(**values: str) -> Answer:
+    return Answer.success({f"pubsub#{k}": v for k, v in values.items()})
+
+
+def test_publish_options_taken() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+        ]
+    )
+    assert steps.state == Publication(PublicationStatus.PUBLISHED, "ab" * 32, "publish-options")
+
+
+def test_publish_options_taken_and_the_configuration_unreadable_is_still_published() -> None:
+    steps = run(
+        [(Step.PUBLISH_WITH_OPTIONS, OK), (Step.READ_CONFIGURATION, Answer.error("forbidden"))]
+    )
+    assert steps.state.published
+
+
+def test_new_node_created_with_our_configuration() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("resource-constraint")),
+            (Step.READ_CONFIGURATION, Answer.error("item-not-found")),
+            (Step.CREATE_NODE, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence", max_items="16")),
+            (Step.PUBLISH, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence", max_items="16")),
+        ]
+    )
+    assert steps.state.published and steps.state.way == "node-configuration"
+
+
+def test_node_created_meanwhile_by_another_device_is_configured() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("resource-constraint")),
+            (Step.READ_CONFIGURATION, Answer.error("item-not-found")),
+            (Step.CREATE_NODE, Answer.error("conflict")),
+            (Step.CONFIGURE, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+            (Step.PUBLISH, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+        ]
+    )
+    assert steps.state.published
+
+
+def test_a_node_still_item_not_found_after_creation_fails() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("bad-request")),
+            (Step.READ_CONFIGURATION, Answer.error("item-not-found")),
+            (Step.CREATE_NODE, OK),
+            (Step.READ_CONFIGURATION, Answer.error("item-not-found")),
+        ]
+    )
+    assert steps.state.status is PublicationStatus.FAILING
+    assert steps.state.condition == "item-not-found"
+
+
+def test_timeout_of_the_first_publish_fails_at_once() -> None:
+    steps = run([(Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout", "no answer"))])
+    assert (steps.state.status, steps.state.condition) == (PublicationStatus.FAILING, "timeout")
+
+
+def test_options_ignored_then_configuration_fixed() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, OK),
+            (Step.READ_CONFIGURATION, config(access_model="open")),
+            (Step.RETRACT, OK),
+            (Step.CONFIGURE, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+            (Step.PUBLISH, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+        ]
+    )
+    assert steps.state.published and steps.state.way == "node-configuration"
+
+
+def test_a_node_found_open_after_our_checks_is_retracted_and_fails_for_good() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("not-acceptable")),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+            (Step.PUBLISH, OK),
+            (Step.READ_CONFIGURATION, config(access_model="open")),
+            (Step.RETRACT, OK),
+        ]
+    )
+    assert steps.state.status is PublicationStatus.FAILING
+    assert steps.state.condition == "node-configuration" and "'open'" in steps.state.text
+
+
+def test_a_failed_retraction_still_fails() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, OK),
+            (Step.READ_CONFIGURATION, config(access_model="open")),
+            (Step.RETRACT, Answer.error("forbidden")),
+        ]
+    )
+    assert steps.state.status is PublicationStatus.FAILING
+
+
+def test_no_answer_is_taken_after_the_end() -> None:
+    steps = run([(Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout"))])
+    with pytest.raises(ValueError, match="no answer"):
+        steps.answer(OK)
+
+
+def test_record_round_trip() -> None:
+    from datetime import datetime
+
+    state = Publication(
+        PublicationStatus.FAILING, "ab" * 32, "node-configuration", "forbidden", "x"
+    )
+    record = read_publication_record(publication_record(state, datetime(2026, 11, 30, tzinfo=UTC)))
+    assert record is not None
+    assert record["status"] == "failing" and record["condition"] == "forbidden"
+    assert record["at"].startswith("2026-11-30T00:00:00")
+    assert read_publication_record("not json") is None
+    assert read_publication_record("[1]") is None
+    assert read_publication_record(None) is None
