@@ -24,6 +24,7 @@ from .core import (
     StaleStanza,
     generate_identity,
 )
+from .core.publication import Publication, PublicationStatus
 from .events import (
     BadTimestampEvent,
     DecryptionFailedEvent,
@@ -57,6 +58,8 @@ __all__ = [
     "PeerCertificate",
     "PeerRejectedEvent",
     "Plain",
+    "Publication",
+    "PublicationStatus",
     "StaleStanza",
     "UnsupportedEvent",
     "generate_identity",

@@ -35,6 +35,7 @@ from .core import (
 )
 from .core.algorithms import MIN_RSA_BITS
 from .core.certificates import DEFAULT_KEY_SIZE
+from .core.publication import PUBLICATION_SETTING, read_publication_record
 from .core.timestamps import utcnow
 from .core.trust import Observation
 from .glue.directory import normalize_jid
@@ -117,6 +118,17 @@ async def _with_keyring(
         return await action(keyring)
     finally:
         await storage.close()
+
+
+async def _publication(keyring: Keyring, identity: Identity) -> str:
+    """Whether our certificate is on our PEP node, as a running client last saw it."""
+    recorded = read_publication_record(await keyring.storage.get_setting(PUBLICATION_SETTING))
+    if recorded is None:
+        return "unknown: no client has connected with this store yet"
+    state, at = recorded
+    if state.fingerprint and state.fingerprint != identity.fingerprint:
+        return "unknown for this certificate: the last one a client published differs"
+    return f"{state.meaning} (as of {at})"
 
 
 def _active_identity(account: Account, keyring: Keyring) -> Identity:
@@ -209,6 +221,7 @@ async def _show(account: Account, args: argparse.Namespace) -> int:
         print(f"Valid from:  {_when(certificate.not_valid_before_utc, seconds=True)}")
         print(f"Valid until: {_when(certificate.not_valid_after_utc, seconds=True)}")
         print(f"Status:      {status}")
+        print(f"On PEP:      {await _publication(keyring, identity)}")
         inactive = len(keyring.identities) - 1
         if inactive:
             print(f"Inactive:    {inactive} older identit{'y' if inactive == 1 else 'ies'}")
@@ -226,11 +239,16 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
             records = keyring.records(peer)
         else:
             records = keyring.all_records()
+        own = account.jid
+        ours = ""
+        if keyring.identity is not None and args.peer in (None, own):
+            ours = f"Our certificate on PEP: {await _publication(keyring, keyring.identity)}"
         if not records:
             suffix = f" for {_peer_jid(args.peer)}" if args.peer is not None else ""
             print(f"No peer certificates held{suffix}.")
+            if ours:
+                print(ours)
             return 0
-        own = account.jid
         # our own account's other devices first, then contacts
         records.sort(key=lambda r: (r.jid != own, r.jid, r.first_seen, r.fingerprint))
         show = _full if args.full else _short
@@ -255,6 +273,8 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
                 f"you decide: '{PROG} trust {own} FINGERPRINT' if it is a device of yours, "
                 f"'{PROG} distrust {own} FINGERPRINT' if not (then change your password)."
             )
+        if ours:
+            print(ours)
         return 0
 
     return await _with_keyring(account, action)

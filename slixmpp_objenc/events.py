@@ -150,8 +150,11 @@ class DirectoryLimitEvent:
 
 @dataclass(frozen=True, slots=True)
 class PublishFailedEvent:
-    """``objenc_publish_failed``: our certificate could not be published to PEP with
-    the contacts-only access model (we never fall back to an open node)."""
+    """``objenc_publish_failed``: our certificate could not be published to PEP on a
+    contacts-only node, by publish-options nor by configuring the node (we never
+    publish to a more open one). ``condition``: the server's error condition,
+    ``timeout`` or ``node-configuration``; the full state is ``ObjEnc.publication``
+    (``objenc_publication``, :class:`~slixmpp_objenc.core.publication.Publication`)."""
 
     condition: str
     text: str

@@ -144,6 +144,22 @@ class Publication:
         """Whether contacts can find our certificate."""
         return self.status is PublicationStatus.PUBLISHED
 
+    @property
+    def meaning(self) -> str:
+        """One sentence for people: the state and what it means for contacts."""
+        if self.status is PublicationStatus.PUBLISHED:
+            return f"published ({self.way}): contacts find it and encrypt to this device"
+        if self.status is PublicationStatus.OFF:
+            return "not published: PEP is off, so contacts only have what you gave them"
+        if self.status is PublicationStatus.PENDING:
+            return "not published yet: publishing at the next connection"
+        why = f"{self.condition}: {self.text}" if self.text else self.condition
+        return (
+            f"NOT published ({why}): contacts find no certificate for this device, "
+            "so one who does not require encryption writes to it in the clear; "
+            "tried again at each connection"
+        )
+
 
 class Step(StrEnum):
     """What the glue does next, one request each."""
@@ -292,15 +308,20 @@ def publication_record(state: Publication, at: datetime) -> str:
     )
 
 
-def read_publication_record(text: str | None) -> dict[str, str] | None:
-    """A recorded outcome as strings (keys of :func:`publication_record`), or
-    ``None`` when there is none or it does not read."""
+def read_publication_record(text: str | None) -> tuple[Publication, str] | None:
+    """A recorded outcome (:func:`publication_record`) and when it was reached
+    (RFC 3339 text), or ``None`` when there is none or it does not read."""
     if not text:
         return None
     try:
         record = json.loads(text)
-    except ValueError:
+        state = Publication(
+            PublicationStatus(record["status"]),
+            str(record.get("fingerprint", "")),
+            str(record.get("way", "")),
+            str(record.get("condition", "")),
+            str(record.get("text", "")),
+        )
+        return state, str(record.get("at", ""))
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    if not isinstance(record, dict):
-        return None
-    return {str(k): str(v) for k, v in record.items()}

@@ -211,7 +211,8 @@ class Plugin(E2EEPlugin):
         own = self.core.xmpp.boundjid.bare
         state = None if bare is None else self._state(bare)
         held = [] if bare is None else self._held(bare)
-        return text.status_lines(bare, state, held, self._own_fingerprint(), self._held(own))
+        ours, published = self._own_fingerprint(), self.objenc.publication.meaning
+        return text.status_lines(bare, state, held, ours, self._held(own), published)
 
     async def _ready(self) -> None:
         """Our key is loaded (or made, on first start: a few seconds)."""

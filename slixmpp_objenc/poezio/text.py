@@ -251,9 +251,11 @@ def status_lines(
     held: Sequence[Held],
     own_fingerprint: str | None,
     own_devices: Sequence[Held] = (),
+    publication: str = "",
 ) -> list[str]:
     """What ``/objenc status`` shows: the contact's state and certificates (when
-    ``jid`` is given), our certificate and our other devices."""
+    ``jid`` is given), our certificate, whether it is published (``publication``:
+    ``Publication.meaning``) and our other devices."""
     lines = []
     if jid is not None and state is not None:
         lines.append(f"{PREFIX}{state.sentence}")
@@ -262,6 +264,8 @@ def status_lines(
             lines.extend(fingerprint_lines(held, full=False))
     if own_fingerprint is not None:
         lines.append(f"{PREFIX}our certificate: {full_fingerprint(own_fingerprint)}")
+        if publication:
+            lines.append(f"{PREFIX}on PEP: {publication}")
     else:
         lines.append(f"{PREFIX}our key is not ready yet (made on first start)")
     if own_devices:

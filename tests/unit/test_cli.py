@@ -26,6 +26,12 @@ from slixmpp_objenc.core import (
     validate_peer_certificate,
 )
 from slixmpp_objenc.core.certificates import ID_ON_XMPPADDR
+from slixmpp_objenc.core.publication import (
+    PUBLICATION_SETTING,
+    Publication,
+    PublicationStatus,
+    publication_record,
+)
 from slixmpp_objenc.keyring import Keyring
 from slixmpp_objenc.store import SQLiteStorage, TrustState, account_store_path
 
@@ -229,8 +235,9 @@ def test_import_then_peers_lists_it_as_tofu(keyed: Cli, peer: Identity) -> None:
     assert keyed("peers") == 0
     lines = keyed.out.splitlines()
     assert lines[0].split()[:3] == ["JID", "TRUST", "SOURCE"]
-    [row] = lines[1:]
+    [row, ours] = lines[1:]
     assert row.split()[:3] == [PEER, "tofu", "manual"]
+    assert ours.startswith("Our certificate on PEP: unknown")
     short = " ".join(format_fingerprint(peer.fingerprint).split()[:4])
     assert row.endswith(short)
 
@@ -483,3 +490,50 @@ def test_import_refuses_a_certificate_for_a_non_canonical_spelling(
         assert keyed("import", path) == 1, spelling
         assert "canonical" in keyed.err
     assert keyed("peers") == 0 and "No peer certificates" in keyed.out
+
+
+def record_publication(store: Path, state: Publication) -> None:
+    """What a connected client records after publishing."""
+
+    async def write() -> None:
+        storage = SQLiteStorage(store)
+        await storage.open()
+        try:
+            at = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
+            await storage.set_setting(PUBLICATION_SETTING, publication_record(state, at))
+        finally:
+            await storage.close()
+
+    asyncio.run(write())
+
+
+def test_show_and_peers_say_whether_our_certificate_is_published(keyed: Cli) -> None:
+    identity = load_keyring(keyed.store).identity
+    assert identity is not None
+    record_publication(
+        keyed.store,
+        Publication(
+            PublicationStatus.FAILING,
+            identity.fingerprint,
+            "node-configuration",
+            "forbidden",
+            "",
+        ),
+    )
+    assert keyed("show") == 0, keyed.err
+    [line] = [x for x in keyed.out.splitlines() if x.startswith("On PEP:")]
+    assert "NOT published (forbidden)" in line and "in the clear" in line
+    assert "2026-11-30T18:00:00" in line
+    assert keyed("peers") == 0, keyed.err
+    assert "Our certificate on PEP: NOT published (forbidden)" in keyed.out
+
+    record_publication(
+        keyed.store,
+        Publication(PublicationStatus.PUBLISHED, identity.fingerprint, "publish-options"),
+    )
+    assert keyed("show") == 0
+    assert "On PEP:      published (publish-options)" in keyed.out
+
+    record_publication(keyed.store, Publication(PublicationStatus.PUBLISHED, "00" * 32, "x"))
+    assert keyed("show") == 0
+    assert "unknown for this certificate" in keyed.out

@@ -186,10 +186,24 @@ def test_record_round_trip() -> None:
     state = Publication(
         PublicationStatus.FAILING, "ab" * 32, "node-configuration", "forbidden", "x"
     )
-    record = read_publication_record(publication_record(state, datetime(2026, 11, 30, tzinfo=UTC)))
-    assert record is not None
-    assert record["status"] == "failing" and record["condition"] == "forbidden"
-    assert record["at"].startswith("2026-11-30T00:00:00")
-    assert read_publication_record("not json") is None
-    assert read_publication_record("[1]") is None
-    assert read_publication_record(None) is None
+    recorded = read_publication_record(
+        publication_record(state, datetime(2026, 11, 30, tzinfo=UTC))
+    )
+    assert recorded is not None
+    assert recorded[0] == state
+    assert recorded[1].startswith("2026-11-30T00:00:00")
+    for junk in ("not json", "[1]", '{"status": "bogus"}', "{}", None):
+        assert read_publication_record(junk) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        (Publication(PublicationStatus.PUBLISHED, way="publish-options"), "encrypt to this"),
+        (Publication(PublicationStatus.FAILING, condition="forbidden"), "in the clear"),
+        (Publication(PublicationStatus.PENDING), "not published yet"),
+        (Publication(PublicationStatus.OFF), "PEP is off"),
+    ],
+)
+def test_meaning_says_what_it_means_for_contacts(state: Publication, words: str) -> None:
+    assert words in state.meaning

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from slixmpp_objenc.core.publication import Publication, PublicationStatus
 from slixmpp_objenc.core.trust import TrustState
 from slixmpp_objenc.events import (
     BadTimestampEvent,
@@ -144,6 +145,14 @@ def test_status_lists_their_certificates_ours_and_our_other_devices() -> None:
     assert "our other devices:" in joined
     assert "awaiting your decision" in joined
     assert "not ready" in "\n".join(text.status_lines(None, None, [], None))
+    assert "on PEP" not in joined  # said only when the plugin knows it
+
+
+def test_status_says_whether_our_certificate_is_published() -> None:
+    failing = Publication(PublicationStatus.FAILING, FP_C, "node-configuration", "forbidden")
+    lines = text.status_lines(None, None, [], FP_C, [], failing.meaning)
+    assert lines[1].startswith("objenc: on PEP: NOT published (forbidden)")
+    assert "in the clear" in lines[1]
 
 
 def test_fingerprints_are_grouped_for_people() -> None:
