@@ -1,19 +1,21 @@
-"""Two clients talk through a throwaway Prosody; the server only ever holds ciphertext.
+"""Two clients talk through a throwaway Prosody or ejabberd; the server holds only ciphertext.
 
-Starts a private Prosody on a loopback port, registers "juliet" and an echo
-bot "romeo" with no key configuration at all: each makes its RSA-3072
-certificate on first start and publishes it to PEP; once they are contacts
-they find each other's certificates there. Then it runs an encrypted
+Starts a private Prosody (``--server ejabberd``: ejabberd) on a loopback
+port, registers "juliet" and an echo bot "romeo" with no key configuration
+at all: each makes its RSA-3072 certificate on first start and publishes it
+to PEP; once they are contacts they find each other's certificates there. Then it runs an encrypted
 conversation, an encrypted iq and the 6-character verification. For every
 stanza it prints, side by side, what the server relayed and what the
 recipient read, and at the end searches the server's own stored data (MAM
 archive, offline store) for the plaintext.
 
     tox -e demo        (or: ./dev demo)
+    tox -e demo -- --server ejabberd        (or: ./dev demo --server ejabberd)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import shutil
@@ -35,9 +37,17 @@ from echo_bot import EchoBot
 
 import slixmpp_objenc
 from slixmpp_objenc.core import generate_identity
-from slixmpp_objenc.testing import ProsodyServer, find_prosody
+from slixmpp_objenc.testing import (
+    EjabberdServer,
+    ProsodyServer,
+    XmppServer,
+    find_ejabberd,
+    find_prosody,
+)
 
 WIDTH = 58
+SERVER_NAMES = {"prosody": "Prosody", "ejabberd": "ejabberd"}
+server_name = "Prosody"  # set by main()
 LINES = [
     "Wherefore art thou, Romeo?",
     "Deny thy father and refuse thy name.",
@@ -62,7 +72,8 @@ def side_by_side(title: str, wire: str, read: str) -> None:
     left = textwrap.wrap(wire, WIDTH) or [""]
     right = textwrap.wrap(read, WIDTH) or [""]
     print(f"\n--- {title} " + "-" * (2 * WIDTH - len(title) - 2))
-    print(f"{'what Prosody relayed':<{WIDTH}} | what the recipient read")
+    relayed = f"what {server_name} relayed"
+    print(f"{relayed:<{WIDTH}} | what the recipient read")
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else ""
         b = right[i] if i < len(right) else ""
@@ -76,7 +87,7 @@ def shorten(xml: str) -> str:
     )
 
 
-async def run(server: ProsodyServer, workdir: Path) -> int:
+async def run(server: XmppServer, workdir: Path) -> int:
     juliet_jid, juliet_pw = await server.create_account("juliet")
     romeo_jid, romeo_pw = await server.create_account("romeo")
     print(f"accounts: {juliet_jid} and {romeo_jid} (in-band registration)")
@@ -164,10 +175,12 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
     juliet.send_message(mto=nurse_jid, mbody="Nurse, the key is under the mat", mtype="chat")
     await juliet.plugin["xep_0199"].ping(jid=server.domain, timeout=15)
     await asyncio.sleep(0.3)
+    await server.wait_for_disk()  # ejabberd writes its files up to 3 s later
     stored = server.stored_files_text()
     secrets = [*LINES, "plague", "what does fate hold", "under the mat"]
     leaked = [s for s in secrets if s.split(",")[0] in stored]
-    print("\n--- Prosody's own stored data (MAM archive, offline store) " + "-" * 40)
+    title = f"{server_name}'s own stored data (MAM archive, offline store)"
+    print(f"\n--- {title} " + "-" * (2 * WIDTH - len(title) - 2))
     print(f"  encrypted stanzas stored: {stored.count('urn:ietf:params:xml:ns:xmpp-objenc:0')}")
     print(f"  plaintext found in server storage: {leaked or 'none'}")
     print(f"  romeo echoed {romeo_bot.echoed} encrypted messages")
@@ -179,15 +192,33 @@ async def run(server: ProsodyServer, workdir: Path) -> int:
     return 1 if leaked or romeo_bot.echoed != len(LINES) else 0
 
 
-def main() -> int:
-    if find_prosody() is None:
-        print("Prosody is not installed: sudo apt-get install -y prosody", file=sys.stderr)
-        return 1
+def main(argv: list[str] | None = None) -> int:
+    global server_name
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--server",
+        choices=sorted(SERVER_NAMES),
+        default="prosody",
+        help="the throwaway server to talk through (default: prosody)",
+    )
+    args = parser.parse_args(argv)
+    server_name = SERVER_NAMES[args.server]
+    server: XmppServer
+    if args.server == "ejabberd":
+        if find_ejabberd() is None:
+            print("ejabberd is not installed: sudo apt-get install -y ejabberd", file=sys.stderr)
+            return 1
+        server = EjabberdServer()
+    else:
+        if find_prosody() is None:
+            print("Prosody is not installed: sudo apt-get install -y prosody", file=sys.stderr)
+            return 1
+        server = ProsodyServer()
     assert slixmpp_objenc.ObjEnc.name == "objenc"
     workdir = Path(tempfile.mkdtemp(prefix="objenc-demo-"))
     try:
-        with ProsodyServer() as server:
-            print(f"Prosody {server.domain} listening on {server.host}:{server.c2s_port}")
+        with server:
+            print(f"{server_name} {server.domain} listening on {server.host}:{server.c2s_port}")
             return asyncio.run(run(server, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

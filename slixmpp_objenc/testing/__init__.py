@@ -1,8 +1,15 @@
-"""Test helpers shipped with the package (a throwaway Prosody server, client helpers).
+"""Test helpers shipped with the package: throwaway Prosody and ejabberd servers, client helpers.
 
 Import only from tests, demos and benchmarks: nothing here is needed at run time.
 """
 
+from slixmpp_objenc.testing.clients import ServerError
+from slixmpp_objenc.testing.ejabberd import (
+    EjabberdInstallation,
+    EjabberdServer,
+    ejabberd_available,
+    find_ejabberd,
+)
 from slixmpp_objenc.testing.prosody import (
     DEFAULT_CLIENT_PLUGINS,
     DEFAULT_DOMAIN,
@@ -17,16 +24,23 @@ from slixmpp_objenc.testing.prosody import (
     generate_certificate,
     prosody_available,
 )
+from slixmpp_objenc.testing.server import XmppServer
 
 __all__ = [
     "DEFAULT_CLIENT_PLUGINS",
     "DEFAULT_DOMAIN",
     "DEFAULT_MODULES",
     "ClientFactory",
+    "EjabberdInstallation",
+    "EjabberdServer",
     "ProsodyError",
     "ProsodyServer",
     "RegistrationError",
+    "ServerError",
+    "XmppServer",
     "disconnect_client",
+    "ejabberd_available",
+    "find_ejabberd",
     "find_free_port",
     "find_prosody",
     "generate_certificate",

@@ -1,4 +1,4 @@
-"""Helpers shared by the Prosody integration tests: peers, events, the wire."""
+"""Helpers shared by the integration tests (Prosody and ejabberd): peers, events, the wire."""
 
 from __future__ import annotations
 

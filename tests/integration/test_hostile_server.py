@@ -1,4 +1,4 @@
-"""Through a real Prosody (issue 9): what someone who holds the user's password
+"""Through a real server, Prosody and ejabberd (issue 9): what someone who holds the user's password
 (or runs the server) can publish on the user's own certificate node, and the
 verification that covers every certificate of both accounts."""
 

@@ -1,5 +1,5 @@
 """Issue 10, part 2: the plugin can be loaded at any moment of a session (poezio
-loads plugins inside session_start) and unloaded, through a real Prosody.
+loads plugins inside session_start) and unloaded, through a real server (Prosody and ejabberd).
 
 Whatever the moment (before connecting, after the resource is bound, inside
 session_start), the same state follows: keys ready, our certificate

@@ -1,4 +1,4 @@
-"""Load and faults through a real Prosody.
+"""Load and faults through a real server (Prosody and ejabberd).
 
 * a soak: 10,000 encrypted messages, both directions, windowed; every one
   delivered once, in order, decrypted; nothing readable in the server's
@@ -51,14 +51,13 @@ from slixmpp import ClientXMPP
 
 import slixmpp_objenc
 from slixmpp_objenc.core.constants import NS_OBJENC
-from slixmpp_objenc.testing import ProsodyServer
-from slixmpp_objenc.testing.prosody import disconnect_client
+from slixmpp_objenc.testing import XmppServer, disconnect_client
 
 WAIT = 30.0
 PLUGINS = ["xep_0030", "xep_0199", "xep_0198", "xep_0313", "objenc"]
 NS_MAM = "urn:xmpp:mam:2"
 
-ServerFactory = Callable[[], ProsodyServer]
+ServerFactory = Callable[[], XmppServer]
 
 
 # -- helpers -------------------------------------------------------------------
@@ -75,7 +74,7 @@ class PluginBug(AssertionError):
 
 
 @pytest_asyncio.fixture
-async def clients(prosody_factory: ServerFactory) -> AsyncIterator[list[ClientXMPP]]:
+async def clients(server_factory: ServerFactory) -> AsyncIterator[list[ClientXMPP]]:
     """Clients to disconnect at teardown (before any private server is stopped)."""
     made: list[ClientXMPP] = []
     yield made
@@ -85,7 +84,7 @@ async def clients(prosody_factory: ServerFactory) -> AsyncIterator[list[ClientXM
 
 
 async def start(
-    server: ProsodyServer,
+    server: XmppServer,
     made: list[ClientXMPP],
     jid: str,
     password: str,
@@ -113,7 +112,7 @@ async def start(
     return client
 
 
-async def stop(server: ProsodyServer, client: ClientXMPP) -> None:
+async def stop(server: XmppServer, client: ClientXMPP) -> None:
     """A clean shutdown: pending store writes flushed, the stream closed."""
     await asyncio.wait_for(client.plugin["objenc"].close(), WAIT)
     await server.disconnect_client(client)
@@ -260,12 +259,17 @@ def receive_into(receiver: ClientXMPP, direction: Direction) -> None:
 
 @pytest.mark.slow
 async def test_soak_ten_thousand_messages_both_ways(
-    prosody: ProsodyServer, clients: list[ClientXMPP], tmp_path: Path
+    server: XmppServer, clients: list[ClientXMPP], tmp_path: Path
 ) -> None:
-    alice_jid, alice_pw = await prosody.create_account("soak-alice")
-    bob_jid, bob_pw = await prosody.create_account("soak-bob")
-    alice = await start(prosody, clients, alice_jid, alice_pw, tmp_path / "A", "A1")
-    bob = await start(prosody, clients, bob_jid, bob_pw, tmp_path / "B", "B1")
+    if getattr(server, "mam_db", None) == "mnesia":
+        pytest.skip(
+            "ejabberd's MAM on Mnesia rereads the user's whole archive (a dets bag) for "
+            "every message: 10,000 take hours; install erlang-p1-sqlite3 for MAM on SQLite"
+        )
+    alice_jid, alice_pw = await server.create_account("soak-alice")
+    bob_jid, bob_pw = await server.create_account("soak-bob")
+    alice = await start(server, clients, alice_jid, alice_pw, tmp_path / "A", "A1")
+    bob = await start(server, clients, bob_jid, bob_pw, tmp_path / "B", "B1")
     await befriend(alice, bob)
     await knows(alice, bob_jid, bob.plugin["objenc"].fingerprint)
     await knows(bob, alice_jid, alice.plugin["objenc"].fingerprint)
@@ -358,7 +362,7 @@ async def test_soak_ten_thousand_messages_both_ways(
         f"tracemalloc over messages {TRACE_FROM}-{TRACE_TO}: peak "
         f"{mb(traced.get('peak'))} MB, still allocated {mb(traced.get('kept'))} MB "
         f"(<= {traced.get('kept', 0) // window_size} B/message); "
-        f"prosody RSS MB {mb(process_rss(prosody.pid))}"
+        f"server RSS MB {mb(process_rss(server.pid))}"
     )
 
     for d in (a2b, b2a):
@@ -377,8 +381,8 @@ async def test_soak_ten_thousand_messages_both_ways(
         f"messages {TRACE_FROM}-{TRACE_TO} kept {mb(traced['kept'])} MB of Python objects"
     )
 
-    stored = prosody.stored_files_text()
-    archive = prosody.user_store_bytes(bob_jid, "archive")
+    stored = server.stored_files_text()
+    archive = server.user_store_bytes(bob_jid, "archive")
     assert NS_OBJENC.encode() in archive, "nothing encrypted archived"
     assert token not in stored, "plaintext in Prosody's storage"
     for n in range(1, SOAK_EACH_WAY + 1, 499):
@@ -459,7 +463,7 @@ def listening(inbox: Inbox, by: str) -> Callable[[str, str], ClientXMPP]:
     return factory
 
 
-async def reconnect(server: ProsodyServer, client: ClientXMPP) -> str:
+async def reconnect(server: XmppServer, client: ClientXMPP) -> str:
     """Connect again after a lost connection; 'resumed' or 'new session'."""
     outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -485,7 +489,7 @@ async def reconnect(server: ProsodyServer, client: ClientXMPP) -> str:
 
 
 async def setup_pair(
-    server: ProsodyServer, made: list[ClientXMPP], tmp_path: Path, inbox: Inbox | None = None
+    server: XmppServer, made: list[ClientXMPP], tmp_path: Path, inbox: Inbox | None = None
 ) -> tuple[ClientXMPP, ClientXMPP, str, str, str, str]:
     """alice (A1) and bob (B1), subscribed to each other, each holding the other's key."""
     alice_jid, alice_pw = await server.create_account("alice")
@@ -506,7 +510,7 @@ async def setup_pair(
     return alice, bob, alice_jid, alice_pw, bob_jid, bob_pw
 
 
-def assert_no_plaintext(server: ProsodyServer, token: str, when: str) -> None:
+def assert_no_plaintext(server: XmppServer, token: str, when: str) -> None:
     stored = server.stored_files_text()
     assert token not in stored, f"plaintext in Prosody's storage {when}"
 
@@ -514,15 +518,25 @@ def assert_no_plaintext(server: ProsodyServer, token: str, when: str) -> None:
 # -- 2a. the server is SIGKILLed in the middle of a burst ----------------------
 
 
+@pytest.mark.servers(
+    "prosody",
+    reason="ejabberd 23.01 restarted after a SIGKILL: most runs, the reconnecting client's "
+    "stream is accepted and then not served for 30 s (the log shows the connection and "
+    "nothing after it); when it is, one message meant for the reconnecting receiver is "
+    "left in offline storage (the replaced-session race: README, servers tested)",
+)
 async def test_server_killed_mid_burst(
-    prosody_factory: ServerFactory, clients: list[ClientXMPP], tmp_path: Path
+    server_factory: ServerFactory, clients: list[ClientXMPP], tmp_path: Path
 ) -> None:
-    server = prosody_factory()
+    server = server_factory()
     token = secret("server-kill")
     inbox = Inbox(token)
     alice, bob, alice_jid, _, bob_jid, _ = await setup_pair(server, clients, tmp_path, inbox)
+    # the accounts, roster and PEP nodes must survive the crash: ejabberd's
+    # Mnesia writes them up to 3 s late (a SIGKILL before loses them)
+    await server.wait_for_disk()
     sm = alice.plugin["xep_0198"]
-    assert sm.sm_id, "Prosody did not offer a resumable session"
+    assert sm.sm_id, "the server did not offer a resumable session"
     acked: set[str] = set()  # the ids (inner) of what the server acknowledged to alice
     exchanges = alice.plugin["objenc"].outbound.context.exchanges
     # XEP-0198 acknowledges the sealed copy (outer id); the application's object
@@ -725,7 +739,7 @@ class Victim:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def spawn(cls, server: ProsodyServer, log: Path, **config: Any) -> Victim:
+    async def spawn(cls, server: XmppServer, log: Path, **config: Any) -> Victim:
         env = dict(os.environ)
         checkout = str(Path(slixmpp_objenc.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [checkout, env.get("PYTHONPATH")]))
@@ -786,6 +800,23 @@ async def victims() -> AsyncIterator[list[Victim]]:
             await victim.kill()
 
 
+# ejabberd 23.01, when a new session takes the resource of a hibernating one
+# (XEP-0198, not resumed), re-routes the old session's unacknowledged stanzas
+# to that full JID, which still names the old session: the old process then
+# moves them to offline storage as it ends ("Re-routing N unacknowledged
+# stanza(s)", then mod_offline:store_packet run by the old session's process).
+# One stored after the new session's initial presence has flushed the offline
+# store stays there until the next login: the first one, in every run without
+# debug logging. Prosody hands its queue to the new session.
+EJABBERD_REPLACED_SESSION = pytest.mark.servers(
+    "prosody",
+    reason="ejabberd 23.01 moves the first stanza a replaced hibernating session still "
+    "held to offline storage after the new session's initial presence: it arrives "
+    "only at the next login (README: servers tested)",
+)
+
+
+@EJABBERD_REPLACED_SESSION
 @pytest.mark.parametrize(
     "how",
     [
@@ -797,7 +828,7 @@ async def victims() -> AsyncIterator[list[Victim]]:
 )
 async def test_receiver_killed_mid_burst(
     how: str,
-    prosody_factory: ServerFactory,
+    server_factory: ServerFactory,
     clients: list[ClientXMPP],
     victims: list[Victim],
     tmp_path: Path,
@@ -817,7 +848,7 @@ async def test_receiver_killed_mid_burst(
       once, so it is delivered again after the restart, with the same
       idempotency key (README "Crashes"), and nothing else twice.
     """
-    server = prosody_factory()
+    server = server_factory()
     token = secret("receiver-kill")
     inbox = Inbox(token)
     kill_at, offline_until, total = 60, 120, 160
@@ -958,14 +989,16 @@ class Clock:
         return self.stopped_at or datetime.now(UTC) + self.offset
 
 
-@pytest.mark.parametrize("comeback", ["resumed", "new session"])
+@pytest.mark.parametrize(
+    "comeback", ["resumed", pytest.param("new session", marks=EJABBERD_REPLACED_SESSION)]
+)
 async def test_queued_while_hibernating_survives_a_long_absence(
-    comeback: str, prosody_factory: ServerFactory, clients: list[ClientXMPP], tmp_path: Path
+    comeback: str, server_factory: ServerFactory, clients: list[ClientXMPP], tmp_path: Path
 ) -> None:
     """A phone loses its connection and comes back 6 minutes later (its clock is
     moved forward: nothing else changes): what its server held for it meanwhile
     carries the server's <delay/> and must be checked against it, not against now."""
-    server = prosody_factory()
+    server = server_factory()
     token = secret("hibernated")
     inbox = Inbox(token)
     clock = Clock()
@@ -1040,12 +1073,12 @@ async def test_queued_while_hibernating_survives_a_long_absence(
 
 
 async def test_sender_killed_mid_burst(
-    prosody_factory: ServerFactory,
+    server_factory: ServerFactory,
     clients: list[ClientXMPP],
     victims: list[Victim],
     tmp_path: Path,
 ) -> None:
-    server = prosody_factory()
+    server = server_factory()
     token = secret("sender-kill")
     inbox = Inbox(token)
     alice0, _, alice_jid, alice_pw, bob_jid, _ = await setup_pair(server, clients, tmp_path, inbox)
@@ -1118,13 +1151,13 @@ async def test_sender_killed_mid_burst(
 
 
 async def test_sender_crash_keeps_timestamps_increasing(
-    prosody_factory: ServerFactory, clients: list[ClientXMPP], tmp_path: Path
+    server_factory: ServerFactory, clients: list[ClientXMPP], tmp_path: Path
 ) -> None:
     """A restarts cleanly, sends a few messages, dies (no close: nothing more is
     written, as with SIGKILL) and starts again: its timestamps must still strictly
     increase (section 6). A's clock is stopped, so every timestamp is the previous
     one plus 1 ms and the outcome does not depend on the machine's speed."""
-    server = prosody_factory()
+    server = server_factory()
     token = secret("clock")
     inbox = Inbox(token)
     clock = Clock()

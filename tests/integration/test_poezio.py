@@ -1,5 +1,7 @@
 """poezio for real: the terminal client in tmux, against Prosody, with ``/load objenc``.
 
+Prosody only (its own ``server`` fixture): the poezio helpers configure Prosody.
+
 poezio runs from a virtualenv of the system's Python holding poezio and a
 non-editable install of this package with its ``poezio`` extra (built once
 per source tree, see :func:`slixmpp_objenc.testing.poezio.poezio_venv`), found
@@ -80,7 +82,14 @@ def tls_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tls_port: int) -> Iterator[ProsodyServer]:
-    """A Prosody offering direct TLS too (slixmpp tries it first)."""
+    """A Prosody offering direct TLS too (slixmpp tries it first).
+
+    Prosody only, whatever ``OBJENC_SERVERS`` lists besides: the poezio
+    helpers configure Prosody's direct-TLS port (``direct_tls_config``).
+    """
+    servers = os.environ.get("OBJENC_SERVERS", "prosody").lower().replace(" ", "").split(",")
+    if "prosody" not in servers:
+        pytest.skip("poezio's test runs through Prosody, not in OBJENC_SERVERS")
     binary = find_prosody()
     if binary is None:
         if _flag("OBJENC_REQUIRE_PROSODY"):

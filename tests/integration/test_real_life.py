@@ -1,7 +1,7 @@
-"""Real-life use through a real Prosody: several devices per account with carbons,
-offline delivery, the server archive (MAM), contacts whose client does not speak
-the protocol, every kind of one-to-one stanza, stream resumption in the middle of
-a burst, and length padding.
+"""Real-life use through a real server (Prosody and ejabberd): several devices
+per account with carbons, offline delivery, the server archive (MAM), contacts
+whose client does not speak the protocol, every kind of one-to-one stanza,
+stream resumption in the middle of a burst, and length padding.
 
 Run with ``-s`` to see the wire sizes printed by two of the tests.
 """
@@ -30,7 +30,7 @@ from slixmpp_objenc import generate_identity
 from slixmpp_objenc.core import Recipient, seal
 from slixmpp_objenc.core.constants import NS_OBJENC
 from slixmpp_objenc.plugin import NODE_CERTS
-from slixmpp_objenc.testing import ProsodyServer
+from slixmpp_objenc.testing import XmppServer
 
 WAIT = 20.0
 PLUGINS = ["xep_0030", "xep_0199", "xep_0280", "xep_0313", "xep_0198", "objenc"]
@@ -374,7 +374,7 @@ async def test_forged_carbon_from_a_stranger_is_not_a_carbon(
 
 
 async def test_offline_message_read_at_next_login(
-    connect_client: Connector, account: Any, prosody: ProsodyServer, tmp_path: Path
+    connect_client: Connector, account: Any, server: XmppServer, tmp_path: Path
 ) -> None:
     carol_jid, carol_pw = await account("carol")
     dave_jid, dave_pw = await account("dave")
@@ -386,16 +386,16 @@ async def test_offline_message_read_at_next_login(
 
     gone = queue_of(carol, "presence_unavailable")
     await dave.plugin["objenc"].close()
-    await prosody.disconnect_client(dave)
+    await server.disconnect_client(dave)
     await next_matching(gone, lambda p: p["from"].bare == dave_jid, "dave going offline")
 
     body = secret("offline")
     carol.send_message(mto=dave_jid, mbody=body, mtype="chat")
     await eventually(
-        lambda: NS_OBJENC.encode() in prosody.user_store_bytes(dave_jid, "offline"),
+        lambda: NS_OBJENC.encode() in server.user_store_bytes(dave_jid, "offline"),
         lambda: "no envelope in dave's offline store",
     )
-    assert body not in prosody.stored_files_text()
+    assert body not in server.stored_files_text()
 
     got: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -424,7 +424,7 @@ async def test_offline_message_read_at_next_login(
 
 
 async def test_archive_is_readable_from_a_new_login(
-    connect_client: Connector, account: Any, prosody: ProsodyServer, tmp_path: Path
+    connect_client: Connector, account: Any, server: XmppServer, tmp_path: Path
 ) -> None:
     alice_jid, alice_pw = await account("alice")
     bob_jid, bob_pw = await account("bob")
@@ -447,8 +447,8 @@ async def test_archive_is_readable_from_a_new_login(
 
     alice_fp = alice.plugin["objenc"].fingerprint
     await alice.plugin["objenc"].close()
-    await prosody.disconnect_client(alice)
-    on_disk = prosody.user_store_bytes(alice_jid, "archive")
+    await server.disconnect_client(alice)
+    on_disk = server.user_store_bytes(alice_jid, "archive")
     assert NS_OBJENC.encode() in on_disk and token.encode() not in on_disk
 
     alice = await connect(connect_client, alice_jid, alice_pw, tmp_path / "A1", resource="A1")
@@ -722,7 +722,7 @@ async def test_every_kind_of_stanza_both_directions(
 
 
 async def test_burst_survives_a_cut_connection(
-    connect_client: Connector, account: Any, prosody: ProsodyServer, tmp_path: Path
+    connect_client: Connector, account: Any, server: XmppServer, tmp_path: Path
 ) -> None:
     alice_jid, alice_pw = await account("alice")
     bob_jid, bob_pw = await account("bob")
@@ -788,7 +788,7 @@ async def test_burst_survives_a_cut_connection(
 
     alice.add_event_handler("session_resumed", on(resumed), disposable=True)
     alice.add_event_handler("session_start", on(new_session), disposable=True)
-    alice.connect(host=prosody.host, port=prosody.c2s_port)
+    alice.connect(host=server.host, port=server.c2s_port)
     await paced(range(26, 33))  # during the reconnection
     done, _ = await asyncio.wait(
         {resumed, new_session}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED
@@ -811,7 +811,7 @@ async def test_burst_survives_a_cut_connection(
     assert len(received) == len(set(received))
     print(f"\n[objenc resume] arrival order: {[r.rsplit('#', 1)[-1] for r in received]}")
 
-    stored = prosody.stored_files_text()
+    stored = server.stored_files_text()
     assert NS_OBJENC in stored  # archived, encrypted
     assert token not in stored
     assert token not in bob_wire.text()

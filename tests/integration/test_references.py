@@ -1,4 +1,4 @@
-"""Issue 10, part 1, through Prosody: sending never changes the application's
+"""Issue 10, part 1, through Prosody and ejabberd: sending never changes the application's
 stanza, so everything that refers to a message by the id its sender chose
 works end to end: corrections (XEP-0308), receipts (XEP-0184), chat markers
 (XEP-0333), replies (XEP-0461) and retractions (XEP-0424). The wire carries

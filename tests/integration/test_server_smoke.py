@@ -1,4 +1,4 @@
-"""Smoke tests of the throwaway Prosody harness itself."""
+"""Smoke tests of the throwaway server harness itself (Prosody and ejabberd)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from slixmpp import ClientXMPP
 
-from slixmpp_objenc.testing import ProsodyServer, RegistrationError
+from slixmpp_objenc.testing import RegistrationError, XmppServer
 
 WAIT = 10.0
 
@@ -44,18 +44,16 @@ async def test_chat_message_between_two_fresh_accounts(connect_client: Any) -> N
     assert msg["to"] == bob.boundjid
 
 
-async def test_ping_server(prosody: ProsodyServer, connect_client: Any) -> None:
+async def test_ping_server(server: XmppServer, connect_client: Any) -> None:
     client = await connect_client(plugins=["xep_0030", "xep_0199"])
-    rtt = await client.plugin["xep_0199"].ping(jid=prosody.domain, timeout=WAIT)
+    rtt = await client.plugin["xep_0199"].ping(jid=server.domain, timeout=WAIT)
     assert 0 <= rtt < WAIT
 
 
-async def test_server_advertises_needed_features(
-    prosody: ProsodyServer, connect_client: Any
-) -> None:
+async def test_server_advertises_needed_features(server: XmppServer, connect_client: Any) -> None:
     client = await connect_client(plugins=["xep_0030"])
     disco = client.plugin["xep_0030"]
-    server_info = await disco.get_info(jid=prosody.domain, timeout=WAIT)
+    server_info = await disco.get_info(jid=server.domain, timeout=WAIT)
     server_features = set(server_info["disco_info"]["features"])
     assert {"urn:xmpp:ping", "urn:xmpp:carbons:2", "jabber:iq:register"} <= server_features
     account_info = await disco.get_info(jid=client.boundjid.bare, timeout=WAIT)
@@ -72,7 +70,7 @@ async def test_stream_management_is_enabled(connect_client: Any) -> None:
 
 
 async def test_offline_message_is_stored_then_delivered(
-    prosody: ProsodyServer, account: Any, connect_client: Any
+    server: XmppServer, account: Any, connect_client: Any
 ) -> None:
     bob_jid, bob_password = await account()
     alice = await connect_client()
@@ -80,9 +78,10 @@ async def test_offline_message_is_stored_then_delivered(
 
     alice.send_message(mto=bob_jid, mbody=body, mtype="chat")
 
-    text = await prosody.wait_for_stored_text(body, WAIT)
+    text = await server.wait_for_stored_text(body, WAIT)
     assert body in text
-    assert body.encode() in prosody.user_store_bytes(bob_jid, "offline")
+    # ejabberd writes its archive first and the offline store a moment later
+    await server.wait_for_store_bytes(bob_jid, "offline", body.encode(), WAIT)
 
     # Bob comes online and gets it from the offline store.
     loop = asyncio.get_running_loop()
@@ -104,7 +103,7 @@ async def test_offline_message_is_stored_then_delivered(
 
 
 async def test_mam_archive_on_disk_contains_exchanged_message(
-    prosody: ProsodyServer, connect_client: Any
+    server: XmppServer, connect_client: Any
 ) -> None:
     alice = await connect_client()
     bob = await connect_client()
@@ -114,31 +113,32 @@ async def test_mam_archive_on_disk_contains_exchanged_message(
     alice.send_message(mto=bob.boundjid.full, mbody=body, mtype="chat")
     await asyncio.wait_for(received, WAIT)
 
-    await prosody.wait_for_stored_text(body, WAIT)
+    await server.wait_for_stored_text(body, WAIT)
     # Both sides archive the chat message (default_archive_policy = true).
     for client in (alice, bob):
-        assert body.encode() in prosody.user_store_bytes(client.boundjid.bare, "archive")
-    assert body.encode() not in prosody.user_store_bytes(bob.boundjid.bare, "offline")
+        assert body.encode() in server.user_store_bytes(client.boundjid.bare, "archive")
+    assert body.encode() not in server.user_store_bytes(bob.boundjid.bare, "offline")
 
 
-async def test_registering_an_existing_account_fails(prosody: ProsodyServer, account: Any) -> None:
+async def test_registering_an_existing_account_fails(server: XmppServer, account: Any) -> None:
     jid, _password = await account()
     with pytest.raises(RegistrationError, match="conflict"):
-        await prosody.register(jid.split("@", 1)[0], "other-password", timeout=WAIT)
+        await server.register(jid.split("@", 1)[0], "other-password", timeout=WAIT)
 
 
-async def test_wrong_password_is_reported(prosody: ProsodyServer, account: Any) -> None:
+async def test_wrong_password_is_reported(server: XmppServer, account: Any) -> None:
     jid, _password = await account()
     with pytest.raises(Exception, match="authentication failed"):
-        await prosody.connect_client(jid, "not-the-password", timeout=WAIT)
+        await server.connect_client(jid, "not-the-password", timeout=WAIT)
 
 
 async def test_kill_and_restart_keep_accounts_and_port(
-    prosody_factory: Callable[[], ProsodyServer],
+    server_factory: Callable[[], XmppServer],
 ) -> None:
-    server = prosody_factory()
+    server = server_factory()
     jid, password = await server.create_account()
     port = server.c2s_port
+    await server.wait_for_disk()  # ejabberd: past the write cache a crash loses
 
     server.kill()
     assert not server.is_running
@@ -154,9 +154,9 @@ async def test_kill_and_restart_keep_accounts_and_port(
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-def test_server_listens_only_on_its_loopback_c2s_port(prosody: ProsodyServer) -> None:
-    pid = prosody.pid
-    assert pid is not None and prosody.is_running
+def test_server_listens_only_on_its_loopback_c2s_port(server: XmppServer) -> None:
+    pid = server.pid
+    assert pid is not None and server.is_running
     fd_dir = Path(f"/proc/{pid}/fd")
     inodes = set()
     for fd in fd_dir.iterdir():
@@ -174,4 +174,4 @@ def test_server_listens_only_on_its_loopback_c2s_port(prosody: ProsodyServer) ->
             local, state, inode = fields[1], fields[3], fields[9]
             if state == "0A" and inode in inodes:  # 0A = LISTEN
                 listening.append((table, local))
-    assert listening == [("tcp", f"0100007F:{prosody.c2s_port:04X}")], listening
+    assert listening == [("tcp", f"0100007F:{server.c2s_port:04X}")], listening
