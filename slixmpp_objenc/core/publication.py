@@ -49,6 +49,7 @@ __all__ = [
     "node_problems",
     "publication_record",
     "read_publication_record",
+    "shown",
 ]
 
 ACCESS_MODEL: Final = "presence"
@@ -284,9 +285,26 @@ class PublicationSteps:
 
     def _fail(self, condition: str, text: str) -> Step:
         self.state = Publication(
-            PublicationStatus.FAILING, self.fingerprint, self._way, condition, text
+            PublicationStatus.FAILING,
+            self.fingerprint,
+            self._way,
+            shown(condition, 64),
+            shown(text, MAX_SHOWN_TEXT),
         )
         return self._next(Step.DONE)
+
+
+MAX_SHOWN_TEXT: Final = 300
+"""Characters of a server's error text kept for people (the CLI, poezio, logs)."""
+
+
+def shown(text: str, limit: int) -> str:
+    """``text`` as safe to print in a terminal: control characters (escape
+    sequences, newlines) become spaces, and it is cut at ``limit`` characters.
+    The server writes error texts: it must not write on the user's screen."""
+    clean = "".join(c if c.isprintable() else " " for c in text[: limit * 4])
+    clean = " ".join(clean.split())
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
 PUBLICATION_SETTING: Final = "publication"
@@ -317,10 +335,10 @@ def read_publication_record(text: str | None) -> tuple[Publication, str] | None:
         record = json.loads(text)
         state = Publication(
             PublicationStatus(record["status"]),
-            str(record.get("fingerprint", "")),
-            str(record.get("way", "")),
-            str(record.get("condition", "")),
-            str(record.get("text", "")),
+            shown(str(record.get("fingerprint", "")), 64),
+            shown(str(record.get("way", "")), 32),
+            shown(str(record.get("condition", "")), 64),
+            shown(str(record.get("text", "")), MAX_SHOWN_TEXT),
         )
         return state, str(record.get("at", ""))
     except (ValueError, TypeError, KeyError, AttributeError):

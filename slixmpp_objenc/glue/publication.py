@@ -8,6 +8,7 @@ and records it in the store so ``objenc show`` can say it offline.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import xml.etree.ElementTree as ET
@@ -67,9 +68,15 @@ class Publisher:
         self._clock = clock
         self.timeout = timeout
         self.state = Publication(PublicationStatus.PENDING if enabled else PublicationStatus.OFF)
+        self._lock = asyncio.Lock()
 
     async def publish(self) -> bool:
-        """Run one attempt; returns whether our certificate is published."""
+        """Run one attempt (after any running one: they never interleave);
+        returns whether our certificate is published."""
+        async with self._lock:
+            return await self._attempt()
+
+    async def _attempt(self) -> bool:
         identity = self._identity()
         steps = PublicationSteps(identity.fingerprint)
         self._set(steps.state)

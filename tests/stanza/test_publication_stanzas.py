@@ -204,3 +204,21 @@ class TestHostileOrUnableServer(PublicationCase):
         assert self.outcome() is False
         assert "publish" not in self.seen
         assert self.plugin.publication.condition == "feature-not-implemented"
+
+
+class TestConcurrentAttempts(PublicationCase):
+    def test_two_attempts_never_interleave(self) -> None:
+        second = asyncio.ensure_future(self.plugin.publish_certificate())
+        self.refuse(self.expect("publish-with-options"), "resource-constraint", kind="wait")
+        read = self.expect("read-configuration")
+        assert self.next_sent() is None  # the second attempt waits for the first
+        self.configuration(read, access_model="open")
+        self.refuse(self.expect("configure"), "forbidden")
+        self.wait_(0.1)
+        assert self.task.done() and self.task.result() is False
+        # then the second runs on its own, from the start
+        self.ok(self.expect("publish-with-options"))
+        self.configuration(self.expect("read-configuration"), access_model="presence")
+        self.wait_(0.1)
+        assert second.done() and second.result() is True
+        assert self.plugin.publication.published

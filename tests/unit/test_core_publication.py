@@ -207,3 +207,14 @@ def test_record_round_trip() -> None:
 )
 def test_meaning_says_what_it_means_for_contacts(state: Publication, words: str) -> None:
     assert words in state.meaning
+
+
+def test_a_servers_error_text_cannot_write_on_the_users_screen() -> None:
+    steps = PublicationSteps("ab" * 32)
+    steps.answer(Answer.error("resource-constraint"))
+    steps.answer(Answer.error("forbidden", "no\x1b[2J\x1b]0;owned\x07\nfake line\r" + "x" * 5000))
+    assert steps.step is Step.DONE
+    text = steps.state.text
+    assert text.isprintable() and "\x1b" not in text and "\n" not in text
+    assert len(text) <= 300 and text.endswith("…")
+    assert text.startswith("no [2J ]0;owned fake line")
