@@ -222,6 +222,7 @@ class ObjEnc(BasePlugin):
             ("session_start", self._on_session_start),
             ("objenc_certs_publish", self.directory.on_notified),
             ("objenc_certs_retract", self.directory.on_notified),
+            ("objenc_certs_config", self.directory.on_configured),
             ("changed_subscription", self.directory.on_subscription_changed),
             ("presence_available", self.resources.on_presence),
             ("presence_unavailable", self.resources.on_presence),

@@ -69,9 +69,11 @@ NODE_CONFIGURATION: Final[Mapping[str, str]] = {
     "pubsub#access_model": ACCESS_MODEL,
     "pubsub#persist_items": "1",
     "pubsub#max_items": str(NODE_MAX_ITEMS),
+    "pubsub#publish_model": "publishers",
 }
 """What the second way submits as the node's owner (a number, not ``max``:
-not every server's configuration form takes ``max``)."""
+not every server's configuration form takes ``max``); see
+:attr:`PublicationSteps.submission`."""
 
 _FALSE: Final = frozenset({"0", "false"})
 
@@ -85,8 +87,11 @@ def node_problems(configuration: Mapping[str, str]) -> tuple[str, ...]:
     devices to strangers, anything more closed hides the certificate from the
     contacts who need it (and then their messages go in the clear). A
     ``max_items`` below one per device means a second device replaces the
-    first; unpersisted items vanish. A missing ``max_items`` or
-    ``persist_items`` is not a problem (not every server reports them).
+    first; unpersisted items vanish. Nor may anyone but us publish there
+    (``publish_model``), nor may the items vanish (``purge_offline``,
+    ``item_expire``): a password thief could leave the node so. A field the
+    server does not report is not a problem (not every server reports every
+    field), except the access model.
     """
     problems: list[str] = []
     model = configuration.get("pubsub#access_model")
@@ -101,13 +106,20 @@ def node_problems(configuration: Mapping[str, str]) -> tuple[str, ...]:
         except ValueError:
             problems.append(f"the node keeps an unreadable number of items ({max_items!r})")
         else:
-            if 0 < kept < NODE_MAX_ITEMS:
+            if kept < NODE_MAX_ITEMS:  # 0 (XEP-0060: keep none) and below too
                 problems.append(
                     f"the node keeps only {kept} item(s): another device's certificate "
                     "would replace this one"
                 )
     if configuration.get("pubsub#persist_items", "true").strip().lower() in _FALSE:
         problems.append("the node does not keep its items")
+    publish_model = configuration.get("pubsub#publish_model", "publishers").strip()
+    if publish_model != "publishers":
+        problems.append(f"{publish_model!r} may publish on the node beside our devices")
+    if configuration.get("pubsub#purge_offline", "0").strip().lower() not in _FALSE:
+        problems.append("the node is emptied whenever we go offline")
+    if configuration.get("pubsub#item_expire", "").strip() not in ("", "0"):
+        problems.append("the node's items expire")
     return tuple(problems)
 
 
@@ -138,7 +150,8 @@ class Publication:
     """When failing: the server's error condition (RFC 6120 section 8.3.3),
     ``timeout``, or ``node-configuration`` (the node failed our checks)."""
     text: str = ""
-    """When failing: the server's text, or the problems we found."""
+    """When failing: the server's text, or the problems we found; when
+    published: what could not be checked, if anything."""
 
     @property
     def published(self) -> bool:
@@ -149,12 +162,18 @@ class Publication:
     def meaning(self) -> str:
         """One sentence for people: the state and what it means for contacts."""
         if self.status is PublicationStatus.PUBLISHED:
-            return f"published ({self.way}): contacts find it and encrypt to this device"
+            note = f"; {self.text}" if self.text else ""
+            return f"published ({self.way}): contacts find it and encrypt to this device{note}"
         if self.status is PublicationStatus.OFF:
             return "not published: PEP is off, so contacts only have what you gave them"
         if self.status is PublicationStatus.PENDING:
             return "not published yet: publishing at the next connection"
         why = f"{self.condition}: {self.text}" if self.text else self.condition
+        if self.condition == "retract-failed":
+            return (
+                f"NOT published as it must be ({why}): it may be readable by more than "
+                "contacts, and contacts who do not require encryption may write in the clear"
+            )
         return (
             f"NOT published ({why}): contacts find no certificate for this device, "
             "so one who does not require encryption writes to it in the clear; "
@@ -203,8 +222,9 @@ class PublicationSteps:
     Starts at :attr:`Step.PUBLISH_WITH_OPTIONS`; ends at :attr:`Step.DONE`
     with :attr:`state` ``published`` or ``failing``. A node that took our
     publish-options but is then found wrong has our item retracted and gets
-    the second way; a node still wrong after that fails. At most eleven
-    requests, each step at most twice.
+    the second way; a node still wrong after that fails. A publish left
+    unanswered is checked like one accepted, and taken back if it cannot be.
+    At most eleven requests, each step at most twice.
     """
 
     def __init__(self, fingerprint: str) -> None:
@@ -212,9 +232,23 @@ class PublicationSteps:
         self.step = Step.PUBLISH_WITH_OPTIONS
         self.state = Publication(PublicationStatus.PENDING, fingerprint)
         self._way = "publish-options"
-        self._published = False
+        self._published: bool | None = False
+        """``None``: a publish went unanswered; our item may be on the node."""
         self._configured = False
         self._problems = ""
+        self._read: Mapping[str, str] = {}
+
+    @property
+    def submission(self) -> dict[str, str]:
+        """The fields :attr:`Step.CREATE_NODE` / :attr:`Step.CONFIGURE` submit:
+        :data:`NODE_CONFIGURATION`; ``purge_offline`` off and ``notify_config``
+        on where the node reported them (a field not offered is not sent)."""
+        fields = dict(NODE_CONFIGURATION)
+        if "pubsub#purge_offline" in self._read:
+            fields["pubsub#purge_offline"] = "0"
+        if "pubsub#notify_config" in self._read:  # a change is then re-checked
+            fields["pubsub#notify_config"] = "1"
+        return fields
 
     def answer(self, answer: Answer) -> Step:
         """Feed the answer to :attr:`step`; returns the next step.
@@ -223,11 +257,10 @@ class PublicationSteps:
         """
         step = self.step
         if step is Step.PUBLISH_WITH_OPTIONS:
-            if answer.ok:
-                self._published = True
+            if answer.ok or answer.condition == "timeout":
+                # unanswered: the server may have stored it all the same
+                self._published = True if answer.ok else None
                 return self._next(Step.READ_CONFIGURATION)
-            if answer.condition == "timeout":
-                return self._fail(answer.condition, answer.text)
             self._way = "node-configuration"  # any refusal: the second way
             return self._next(Step.READ_CONFIGURATION)
         if step is Step.READ_CONFIGURATION:
@@ -246,20 +279,31 @@ class PublicationSteps:
             return self._next(Step.READ_CONFIGURATION)
         if step is Step.RETRACT:
             self._published = False
-            if self._way == "publish-options" and answer.ok:
+            if not answer.ok:
+                return self._fail(
+                    "retract-failed", f"{self._problems}; our certificate may still be there"
+                )
+            if self._way == "publish-options" and self._problems != _UNANSWERED:
                 self._way = "node-configuration"  # the options were not applied
                 return self._next(Step.CONFIGURE)
             return self._fail("node-configuration", self._problems)
         raise ValueError(f"no answer is expected at {step.value}")
 
     def _configuration_read(self, answer: Answer) -> Step:
-        if self._published:
-            if not answer.ok or answer.configuration is None:
-                # The server accepted our preconditions (or we checked the
-                # node before publishing): not reporting it now is no reason
-                # to take the certificate back.
-                return self._succeed()
-            problems = node_problems(answer.configuration)
+        checked = answer.ok and answer.configuration is not None
+        if checked and answer.configuration is not None:
+            self._read = answer.configuration
+        if self._published is not False:
+            if not checked:
+                if self._published is None:  # neither known stored nor checked
+                    self._problems = _UNANSWERED
+                    return self._next(Step.RETRACT)
+                # The server accepted our preconditions (or we checked the node
+                # before publishing): not showing the node now is no reason to
+                # take the certificate back, which would leave contacts writing
+                # in the clear. The state says it, though.
+                return self._succeed(_UNCHECKED if self._way == "publish-options" else "")
+            problems = node_problems(self._read)
             if not problems:
                 return self._succeed()
             self._problems = "; ".join(problems)
@@ -279,8 +323,10 @@ class PublicationSteps:
         self.step = step
         return step
 
-    def _succeed(self) -> Step:
-        self.state = Publication(PublicationStatus.PUBLISHED, self.fingerprint, self._way)
+    def _succeed(self, text: str = "") -> Step:
+        self.state = Publication(
+            PublicationStatus.PUBLISHED, self.fingerprint, self._way, text=text
+        )
         return self._next(Step.DONE)
 
     def _fail(self, condition: str, text: str) -> Step:
@@ -292,6 +338,13 @@ class PublicationSteps:
             shown(text, MAX_SHOWN_TEXT),
         )
         return self._next(Step.DONE)
+
+
+_UNANSWERED: Final = "the publish went unanswered and the node could not be checked"
+_UNCHECKED: Final = (
+    "the server took our publish-options but did not show the node's configuration: "
+    "contacts-only on its word"
+)
 
 
 MAX_SHOWN_TEXT: Final = 300

@@ -206,6 +206,13 @@ class KeyDirectory:
         self._misses.pop(sender, None)
         await self.ensure_discovered(sender)
 
+    async def on_configured(self, msg: Message) -> None:
+        """Our node's configuration changed (XEP-0060 section 8.2.5: someone
+        with our password, or the server): check it again, publishing anew."""
+        if self.enabled and msg["from"].bare == self.xmpp.boundjid.bare:
+            await self._persistence.loaded.wait()
+            await self.publisher.recheck()
+
     def on_subscription_changed(self, presence: Presence) -> None:
         """PEP access follows presence subscriptions: an earlier refusal may be stale."""
         self._misses.pop(presence["from"].bare, None)

@@ -23,7 +23,6 @@ from slixmpp.plugins.xep_0004 import Form
 from ..core import Identity
 from ..core.constants import NS_OBJENC
 from ..core.publication import (
-    NODE_CONFIGURATION,
     PUBLICATION_SETTING,
     PUBLISH_OPTIONS,
     Answer,
@@ -47,6 +46,7 @@ NODE_CERTS: Final = NS_OBJENC + ":certs"
 _NS_DATA: Final = "jabber:x:data"
 _FORM_TYPE_OPTIONS: Final = "http://jabber.org/protocol/pubsub#publish-options"
 _FORM_TYPE_CONFIG: Final = "http://jabber.org/protocol/pubsub#node_config"
+_NS_OWNER: Final = "http://jabber.org/protocol/pubsub#owner"
 
 
 class Publisher:
@@ -76,13 +76,21 @@ class Publisher:
         async with self._lock:
             return await self._attempt()
 
+    async def recheck(self) -> None:
+        """After a notification that our node's configuration changed: a new
+        attempt if we stand published and none is running (a running one reads
+        the node anyway; our own configuring notifies us too, and a failing
+        state is not retried here, so a server cannot make this loop)."""
+        if self.state.published and not self._lock.locked():
+            await self.publish()
+
     async def _attempt(self) -> bool:
         identity = self._identity()
         steps = PublicationSteps(identity.fingerprint)
         self._set(steps.state)
         step = steps.step
         while step is not Step.DONE:
-            step = steps.answer(await self._perform(step, identity))
+            step = steps.answer(await self._perform(step, identity, steps.submission))
         self._set(steps.state)
         return steps.state.published
 
@@ -108,7 +116,7 @@ class Publisher:
             record = publication_record(state, self._clock())
             self._persistence.set_setting(PUBLICATION_SETTING, record)
 
-    async def _perform(self, step: Step, identity: Identity) -> Answer:
+    async def _perform(self, step: Step, identity: Identity, submission: dict[str, str]) -> Answer:
         pubsub = self.xmpp.plugin["xep_0060"]
         try:
             if step is Step.PUBLISH_WITH_OPTIONS or step is Step.PUBLISH:
@@ -125,10 +133,10 @@ class Publisher:
                 result = await pubsub.get_node_config(None, NODE_CERTS, timeout=self.timeout)
                 return Answer.success(_configuration(result.xml))
             elif step is Step.CREATE_NODE:
-                config = _form(_FORM_TYPE_CONFIG, NODE_CONFIGURATION)
+                config = _form(_FORM_TYPE_CONFIG, submission)
                 await pubsub.create_node(None, NODE_CERTS, config=config, timeout=self.timeout)
             elif step is Step.CONFIGURE:
-                config = _form(_FORM_TYPE_CONFIG, NODE_CONFIGURATION)
+                config = _form(_FORM_TYPE_CONFIG, submission)
                 await pubsub.set_node_config(None, NODE_CERTS, config, timeout=self.timeout)
             elif step is Step.RETRACT:
                 await pubsub.retract(
@@ -159,15 +167,29 @@ def _form(form_type: str, values: Mapping[str, str]) -> Form:
 
 
 def _configuration(iq: ET.Element) -> dict[str, str] | None:
-    """The fields of a node configuration answer (XEP-0060 section 8.2.1):
-    var -> value (several values joined by spaces); ``None`` without a form."""
-    form = next(iq.iter(f"{{{_NS_DATA}}}x"), None)
-    if form is None:
+    """Our node's configuration from an answer (XEP-0060 section 8.2.1): var ->
+    value (several values joined by a space, which no check accepts).
+
+    ``None`` when the answer shows none at all. ``{}`` (which says nothing,
+    so fails the checks) unless it is unambiguous: the ``pubsub#owner``
+    ``<configure/>`` of our node holding exactly one form, of FORM_TYPE
+    ``node_config`` (or none given), naming each field once.
+    """
+    configure = iq.find(f"{{{_NS_OWNER}}}pubsub/{{{_NS_OWNER}}}configure")
+    if configure is None:
         return None
+    forms = configure.findall(f"{{{_NS_DATA}}}x")
+    if configure.get("node") != NODE_CERTS or len(forms) != 1:
+        return {}
     fields: dict[str, str] = {}
-    for field in form.findall(f"{{{_NS_DATA}}}field"):
+    for field in forms[0].findall(f"{{{_NS_DATA}}}field"):
         var = field.get("var")
-        if var and var not in fields:
-            values = [v.text or "" for v in field.findall(f"{{{_NS_DATA}}}value")]
-            fields[var] = " ".join(v.strip() for v in values)
+        if not var:
+            continue
+        if var in fields:
+            return {}
+        values = [v.text or "" for v in field.findall(f"{{{_NS_DATA}}}value")]
+        fields[var] = " ".join(v.strip() for v in values)
+    if fields.pop("FORM_TYPE", _FORM_TYPE_CONFIG) != _FORM_TYPE_CONFIG:
+        return {}
     return fields

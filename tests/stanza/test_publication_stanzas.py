@@ -222,3 +222,36 @@ class TestConcurrentAttempts(PublicationCase):
         self.wait_(0.1)
         assert second.done() and second.result() is True
         assert self.plugin.publication.published
+
+
+class TestConfigurationNotifications(PublicationCase):
+    def notify(self, frm: str = "tester@localhost") -> None:
+        self.recv(
+            f"<message from='{frm}' to='{ME}'><event xmlns='{NS_PUBSUB}#event'>"
+            f"<configuration node='{NODE_CERTS}'/></event></message>"
+        )
+
+    def test_a_change_while_configuring_does_not_start_another_attempt(self) -> None:
+        self.refuse(self.expect("publish-with-options"), "resource-constraint", kind="wait")
+        self.configuration(self.expect("read-configuration"), access_model="open")
+        configure = self.expect("configure")
+        self.notify()  # our own change, notified while the attempt runs
+        self.ok(configure)
+        self.configuration(self.expect("read-configuration"), access_model="open")
+        assert self.outcome() is False  # and no new attempt: a failing state waits
+        self.notify()
+        assert self.next_sent() is None
+
+    def test_a_change_after_publishing_is_checked_and_only_ours_counts(self) -> None:
+        self.ok(self.expect("publish-with-options"))
+        self.configuration(self.expect("read-configuration"), access_model="presence")
+        assert self.outcome() is True
+        self.notify("mallory@evil.example")  # not our node
+        assert self.next_sent() is None
+        self.notify()
+        self.ok(self.expect("publish-with-options"))
+        self.configuration(self.expect("read-configuration"), access_model="open")
+        self.ok(self.expect("retract"))
+        self.refuse(self.expect("configure"), "forbidden")
+        self.wait_(0.1)
+        assert self.plugin.publication.status.value == "failing"

@@ -38,6 +38,15 @@ GOOD = {"pubsub#access_model": "presence", "pubsub#max_items": "16", "pubsub#per
         ({**GOOD, "pubsub#max_items": "many"}, "unreadable"),
         ({**GOOD, "pubsub#persist_items": "false"}, "does not keep"),
         ({**GOOD, "pubsub#persist_items": "0"}, "does not keep"),
+        ({**GOOD, "pubsub#max_items": "0"}, "only 0 item"),
+        ({**GOOD, "pubsub#max_items": "-5"}, "only -5 item"),
+        ({**GOOD, "pubsub#publish_model": "open"}, "'open' may publish"),
+        ({**GOOD, "pubsub#publish_model": "subscribers"}, "may publish"),
+        ({**GOOD, "pubsub#publish_model": "publishers"}, None),
+        ({**GOOD, "pubsub#purge_offline": "1"}, "emptied"),
+        ({**GOOD, "pubsub#purge_offline": "0"}, None),
+        ({**GOOD, "pubsub#item_expire": "60"}, "expire"),
+        ({**GOOD, "pubsub#item_expire": ""}, None),
     ],
 )
 def test_node_problems(configuration: dict[str, str], problem: str | None) -> None:
@@ -129,9 +138,70 @@ def test_a_node_still_item_not_found_after_creation_fails() -> None:
     assert steps.state.condition == "item-not-found"
 
 
-def test_timeout_of_the_first_publish_fails_at_once() -> None:
-    steps = run([(Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout", "no answer"))])
-    assert (steps.state.status, steps.state.condition) == (PublicationStatus.FAILING, "timeout")
+def test_an_unanswered_publish_is_checked_and_kept_on_a_good_node() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout", "no answer")),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+        ]
+    )
+    assert steps.state.published and steps.state.text == ""
+
+
+def test_an_unanswered_publish_that_cannot_be_checked_is_taken_back() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout")),
+            (Step.READ_CONFIGURATION, Answer.error("timeout")),
+            (Step.RETRACT, OK),
+        ]
+    )
+    assert (steps.state.status, steps.state.condition) == (
+        PublicationStatus.FAILING,
+        "node-configuration",
+    )
+
+
+def test_a_server_that_never_answers_is_said_to_maybe_hold_our_certificate() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout")),
+            (Step.READ_CONFIGURATION, Answer.error("timeout")),
+            (Step.RETRACT, Answer.error("timeout")),
+        ]
+    )
+    assert steps.state.condition == "retract-failed"
+    assert "more than contacts" in steps.state.meaning
+
+
+def test_options_taken_and_the_configuration_hidden_is_published_on_the_servers_word() -> None:
+    steps = run([(Step.PUBLISH_WITH_OPTIONS, OK), (Step.READ_CONFIGURATION, Answer.success(None))])
+    assert steps.state.published and "on its word" in steps.state.meaning
+
+
+def test_a_form_that_says_nothing_after_publishing_is_taken_back() -> None:
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, OK),
+            (Step.READ_CONFIGURATION, Answer.success({})),  # ambiguous: glue gives {}
+            (Step.RETRACT, OK),
+            (Step.CONFIGURE, Answer.error("forbidden")),
+        ]
+    )
+    assert steps.state.status is PublicationStatus.FAILING
+
+
+def test_what_is_submitted_follows_what_the_node_offers() -> None:
+    steps = PublicationSteps("ab" * 32)
+    assert "pubsub#purge_offline" not in steps.submission  # not offered: not sent
+    steps.answer(Answer.error("resource-constraint"))
+    steps.answer(config(access_model="open", purge_offline="1", notify_config="0"))
+    assert steps.step is Step.CONFIGURE
+    submitted = steps.submission
+    assert submitted["pubsub#purge_offline"] == "0"
+    assert submitted["pubsub#notify_config"] == "1"
+    assert submitted["pubsub#publish_model"] == "publishers"
+    assert submitted["pubsub#access_model"] == "presence"
 
 
 def test_options_ignored_then_configuration_fixed() -> None:
@@ -175,7 +245,12 @@ def test_a_failed_retraction_still_fails() -> None:
 
 
 def test_no_answer_is_taken_after_the_end() -> None:
-    steps = run([(Step.PUBLISH_WITH_OPTIONS, Answer.error("timeout"))])
+    steps = run(
+        [
+            (Step.PUBLISH_WITH_OPTIONS, OK),
+            (Step.READ_CONFIGURATION, config(access_model="presence")),
+        ]
+    )
     with pytest.raises(ValueError, match="no answer"):
         steps.answer(OK)
 
