@@ -201,8 +201,10 @@ class KeyDirectory:
             return
         await self._persistence.loaded.wait()
         own = sender == self.xmpp.boundjid.bare
-        if not own and not self.keyring.records(sender):
+        if not own and not self.keyring.records(sender) and sender not in self._misses:
             return  # not a correspondent yet: its certificate is fetched on first send
+        # (one we looked up and found nothing for has just published: read it now,
+        # rather than writing to it in the clear until the miss expires)
         self._misses.pop(sender, None)
         await self.ensure_discovered(sender)
 

@@ -21,6 +21,7 @@ from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError
 
 import slixmpp_objenc
+from slixmpp_objenc import PublicationStatus
 from slixmpp_objenc.core.constants import NS_OBJENC
 from slixmpp_objenc.plugin import NODE_CERTS
 
@@ -57,7 +58,13 @@ async def connect_at(
 
     client = await connect_client(jid, password, plugins=BASE_PLUGINS, client_factory=factory)
     await eventually(lambda: "objenc" in client.plugin, lambda: f"objenc loaded ({moment})")
-    await client.plugin["objenc"].ready()
+    plugin = client.plugin["objenc"]
+    await plugin.ready()
+    # contacts find the certificate once published (four requests on ejabberd)
+    await eventually(
+        lambda: plugin.publication.status is not PublicationStatus.PENDING,
+        lambda: f"published ({moment}): {plugin.publication}",
+    )
     return client
 
 

@@ -100,6 +100,38 @@ class TestDiscovery(PepTestCase):
         assert self.plugin.keyring.records("bob@example.org") == []
 
 
+class TestLateContact(PepTestCase):
+    def test_a_contact_found_without_certificate_is_read_again_when_it_publishes(self) -> None:
+        self.xmpp.send_message(mto="alice@example.org", mbody="hello", mtype="chat")
+        fetch = self.next_sent()
+        assert fetch is not None and NODE_CERTS in ET.tostring(fetch, encoding="unicode")
+        self.recv(
+            f"<iq type='error' from='alice@example.org' to='tester@localhost/resource' "
+            f"id='{fetch.get('id')}'><error type='cancel'><item-not-found "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+        )
+        sent = self.next_sent()  # the documented case: no certificate, so in the clear
+        assert sent is not None and sent.find(f"{{{NS_OBJENC}}}e2e") is None
+        # alice's client publishes a moment later (ejabberd: four requests)
+        der = base64.b64encode(ALICE.certificate.public_bytes(Encoding.DER)).decode()
+        self.recv(
+            "<message from='alice@example.org' to='tester@localhost/resource' type='headline'>"
+            "<event xmlns='http://jabber.org/protocol/pubsub#event'>"
+            f"<items node='{NODE_CERTS}'><item id='{ALICE.fingerprint}'>"
+            f"<certificate xmlns='{NS_OBJENC}'>{der}</certificate></item></items>"
+            "</event></message>"
+        )
+        again = self.next_sent()  # not remembered as a miss for five minutes
+        assert again is not None and again.get("type") == "get", again
+        self.recv(
+            self.items_result(again.get("id", ""), ALICE.certificate.public_bytes(Encoding.DER))
+        )
+        self.wait_(0.1)
+        self.xmpp.send_message(mto="alice@example.org", mbody="now encrypted", mtype="chat")
+        sent = self.next_sent()
+        assert sent is not None and sent.find(f"{{{NS_OBJENC}}}e2e") is not None
+
+
 def test_world_readable_key_file_is_refused(tmp_path: Path) -> None:
     from slixmpp import ClientXMPP
 
