@@ -22,7 +22,7 @@ def make_multi_jid_identity(jids: list[str]) -> Identity:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, jids[0])])
-    start = datetime.now(UTC) - timedelta(minutes=5)
+    start = datetime.now(UTC) - timedelta(days=1)  # valid for every fixed test clock of a long run
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
