@@ -22,6 +22,8 @@ __all__ = ["OwnResources"]
 
 log = logging.getLogger(__name__)
 
+_NS_CAPS: Final = "http://jabber.org/protocol/caps"
+
 MAX_OWN_RESOURCES: Final = 256
 """Clients of our own account remembered as encrypting. Past this many (only a
 server inventing resources gets there) every client of ours counts as
@@ -37,8 +39,11 @@ class OwnResources:
         self._tasks = tasks
         self._timeout = timeout
         self._encrypting: dict[str, None] = {}
-        self._asked: dict[str, None] = {}
-        """Clients asked already (until they go offline): one disco#info each."""
+        self._asked: dict[str, str] = {}
+        """Clients asked already (until they go offline), with the entity
+        capabilities (XEP-0115 ``ver``) they had: one disco#info each, again
+        only when their features change (a plugin loaded after their first
+        presence announces the protocol then)."""
 
     def encrypting(self, full: str) -> bool:
         """Whether ``full`` (a JID of our own account) is a client that encrypts.
@@ -66,10 +71,13 @@ class OwnResources:
         own = self.xmpp.boundjid
         if sender.bare != own.bare or not sender.resource or sender.full == own.full:
             return
+        caps = presence.xml.find(f"{{{_NS_CAPS}}}c")
+        ver = "" if caps is None else caps.get("ver", "")
         if presence["type"] == "unavailable":
             self._asked.pop(sender.full, None)  # asked again when it is back
-        elif sender.full not in self._encrypting and sender.full not in self._asked:
-            self._asked[sender.full] = None
+        elif sender.full not in self._encrypting and self._asked.get(sender.full) != ver:
+            self._asked.pop(sender.full, None)
+            self._asked[sender.full] = ver
             while len(self._asked) > MAX_OWN_RESOURCES:
                 del self._asked[next(iter(self._asked))]
             self._tasks.spawn(self._look_up(sender))

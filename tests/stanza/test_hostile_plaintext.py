@@ -8,6 +8,7 @@ Every test here failed on the code before the fix (noted per test).
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -351,6 +352,39 @@ class TestOurOwnOtherClients(OwnClientsCase):
         )
         self.announce("other", [NS_OBJENC])  # back online, announcing it now
         assert self.plugin.resources.encrypting("tester@localhost/other")
+
+    def test_a_client_that_loads_the_protocol_later_is_asked_again_when_its_caps_change(
+        self,
+    ) -> None:
+        self.announce("late", ["http://jabber.org/protocol/disco#info"])
+        caps = "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='{}'/>"
+        presence = (
+            "<presence xmlns='jabber:client' from='tester@localhost/late' "
+            "to='tester@localhost/resource'>{}</presence>"
+        )
+        self.recv(presence.format(caps.format("v1")))  # new features: asked again
+        [ours] = self.our_disco_queries()
+        self.recv(
+            "<iq xmlns='jabber:client' from='tester@localhost/late' "
+            f"to='tester@localhost/resource' type='result' id='{ours.get('id')}'>"
+            f"<query xmlns='http://jabber.org/protocol/disco#info'><feature var='{NS_OBJENC}'/>"
+            "</query></iq>"
+        )
+        self.xmpp.loop.run_until_complete(asyncio.sleep(0.05))
+        assert self.plugin.resources.encrypting("tester@localhost/late")
+        self.recv(presence.format(caps.format("v1")))  # the same caps: not asked again
+        assert self.our_disco_queries() == []
+
+    def our_disco_queries(self) -> list[ET.Element]:
+        """Our disco#info queries sent since (slixmpp's own XEP-0115 ones name a node)."""
+        found = []
+        self.wait_for_send_queue()
+        while (raw := self.xmpp.socket.next_sent(timeout=0.3)) is not None:
+            element = ET.fromstring(raw)
+            query = element.find("{http://jabber.org/protocol/disco#info}query")
+            if query is not None and query.get("node") is None:
+                found.append(element)
+        return found
 
     def test_our_bare_jid_is_never_encrypted_to(self) -> None:
         self.announce("laptop", [NS_OBJENC])
