@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from echo_bot import EchoBot
 
 import slixmpp_objenc
+from slixmpp_objenc import PublicationStatus
 from slixmpp_objenc.core import generate_identity
 from slixmpp_objenc.testing import (
     EjabberdServer,
@@ -107,12 +108,22 @@ async def run(server: XmppServer, workdir: Path) -> int:
         plugins=["xep_0030", "xep_0199", "objenc"],
         pconfig={"objenc": {"data_dir": str(workdir / "juliet")}},
     )
-    await juliet.plugin["objenc"].ready()
-    await romeo_bot.plugin["objenc"].ready()
+    for client in (juliet, romeo_bot):
+        await client.plugin["objenc"].ready()
+    for _ in range(400):  # publication: publish-options, or the node configured
+        states = [c.plugin["objenc"].publication for c in (juliet, romeo_bot)]
+        if all(s.status is not PublicationStatus.PENDING for s in states):
+            break
+        await asyncio.sleep(0.05)
     print(
         f"zero configuration: keys made on first start and published to PEP "
         f"in {time.perf_counter() - t0:.2f} s (RSA-3072, one SQLite file per account)"
     )
+    for name, state in zip(("juliet", "romeo"), states, strict=True):
+        print(f"  {name}'s certificate: {state.meaning}")
+    if not all(state.published for state in states):
+        print("not published: the rest would go in the clear; stopping", file=sys.stderr)
+        return 1
     juliet.send_presence(pto=romeo_jid, ptype="subscribe")  # PEP: contacts only
     for _ in range(200):
         if juliet.client_roster[romeo_jid]["subscription"] == "both":

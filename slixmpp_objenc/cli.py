@@ -438,7 +438,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="add a new active identity even if one exists (the old one is kept, inactive)",
     )
 
-    show = add("show", _show, "show our active certificate")
+    show = add("show", _show, "show our active certificate and whether it is on PEP")
     show.add_argument("--pem", action="store_true", help="print the certificate as PEM")
 
     peers = add("peers", _peers, "list the peer certificates held")

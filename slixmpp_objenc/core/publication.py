@@ -145,7 +145,8 @@ class Publication:
     fingerprint: str = ""
     """Our certificate (SHA-256, lowercase hex)."""
     way: str = ""
-    """``publish-options`` or ``node-configuration`` (section 7.1.5 or 8.2)."""
+    """``publish-options`` or ``node-configuration`` (section 7.1.5 or 8.2):
+    the way that succeeded, or, when failing, the way tried last."""
     condition: str = ""
     """When failing: the server's error condition (RFC 6120 section 8.3.3),
     ``timeout``, or ``node-configuration`` (the node failed our checks)."""
@@ -175,9 +176,9 @@ class Publication:
                 "contacts, and contacts who do not require encryption may write in the clear"
             )
         return (
-            f"NOT published ({why}): contacts find no certificate for this device, "
-            "so one who does not require encryption writes to it in the clear; "
-            "tried again at each connection"
+            f"NOT published ({why}): contacts cannot encrypt to this device; unless "
+            "they required encryption for you, what they send you goes in the clear "
+            "(and into the server's archive); tried again at each connection"
         )
 
 

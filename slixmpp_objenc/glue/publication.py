@@ -103,12 +103,7 @@ class Publisher:
         if state.status is PublicationStatus.PUBLISHED:
             self.xmpp.event("objenc_published", state.fingerprint)
         elif state.status is PublicationStatus.FAILING:
-            log.warning(
-                "objenc: our certificate is not published (%s: %s); contacts find "
-                "no certificate for this device",
-                state.condition,
-                state.text,
-            )
+            log.warning("objenc: our certificate is %s", state.meaning)
             self.xmpp.event(
                 "objenc_publish_failed", PublishFailedEvent(state.condition, state.text)
             )
