@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "slixmpp_objenc"
-CORE_ALLOWED_THIRD_PARTY = {"cryptography", "defusedxml"}
+CORE_ALLOWED_THIRD_PARTY = {"cryptography", "defusedxml", "pyhpke"}
 CORE_FORBIDDEN_STDLIB = {"asyncio", "socket", "subprocess", "sqlite3", "threading", "ssl"}
 MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 400
