@@ -317,6 +317,31 @@ def _validate(
         raise CertificateError(
             f"certificate of {size} bytes is over the {MAX_CERTIFICATE_SIZE}-byte limit"
         )
+    jids = checked_addresses(certificate, normalize)
+    check_validity(certificate, now)
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise CertificateError("certificate key is not RSA")
+    if public_key.key_size < MIN_RSA_BITS:
+        raise CertificateError(
+            f"certificate RSA key of {public_key.key_size} bits is under {MIN_RSA_BITS}"
+        )
+    if public_key.key_size > MAX_RSA_BITS:
+        raise CertificateError(
+            f"certificate RSA key of {public_key.key_size} bits is over {MAX_RSA_BITS}"
+        )
+    if certificate.issuer == certificate.subject:
+        try:
+            certificate.verify_directly_issued_by(certificate)
+        except Exception as exc:
+            raise CertificateError("self-signed certificate signature does not verify") from exc
+    return PeerCertificate(certificate, public_key, jids, certificate_fingerprint(certificate))
+
+
+def checked_addresses(certificate: x509.Certificate, normalize: Normalizer) -> frozenset[str]:
+    """The bare JIDs a certificate names (``id-on-xmppAddr``), each canonical
+    (``normalize``) and in normal form; :class:`CertificateError` otherwise,
+    or when it names none (PROTOCOL.md section 8)."""
     addresses = [a for a in xmpp_addresses(certificate) if a.strip()]
     jids = set()
     for address in addresses:
@@ -338,29 +363,15 @@ def _validate(
         jids.add(canonical)
     if not jids:
         raise CertificateError("certificate names no XMPP address (id-on-xmppAddr)")
+    return frozenset(jids)
+
+
+def check_validity(certificate: x509.Certificate, now: datetime) -> None:
+    """:class:`CertificateError` outside the certificate's validity period."""
     if now < certificate.not_valid_before_utc:
         raise CertificateError("certificate is not yet valid")
     if now > certificate.not_valid_after_utc:
         raise CertificateError("certificate has expired")
-    public_key = certificate.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise CertificateError("certificate key is not RSA")
-    if public_key.key_size < MIN_RSA_BITS:
-        raise CertificateError(
-            f"certificate RSA key of {public_key.key_size} bits is under {MIN_RSA_BITS}"
-        )
-    if public_key.key_size > MAX_RSA_BITS:
-        raise CertificateError(
-            f"certificate RSA key of {public_key.key_size} bits is over {MAX_RSA_BITS}"
-        )
-    if certificate.issuer == certificate.subject:
-        try:
-            certificate.verify_directly_issued_by(certificate)
-        except Exception as exc:
-            raise CertificateError("self-signed certificate signature does not verify") from exc
-    return PeerCertificate(
-        certificate, public_key, frozenset(jids), certificate_fingerprint(certificate)
-    )
 
 
 # -- a published certificate set (PROTOCOL.md section 9) -------------------------

@@ -1,0 +1,246 @@
+"""The authenticated profile's keys: an Ed25519 identity certificate per device
+and an X25519 encryption certificate it issues (RFC 8410 keys in X.509).
+
+* **Identity certificate**: self-signed, Ed25519 (RFC 8410 section 3), the
+  bare JID as ``id-on-xmppAddr`` (as the RSA certificate of the draft's
+  profile), ``basicConstraints cA=TRUE, pathLen=0`` and ``keyUsage
+  keyCertSign`` (RFC 5280 section 4.2.1.9: it signs one thing, the device's
+  encryption certificates). Trust states, TOFU, key-change events and the
+  6-character check are about this certificate: its fingerprint is the
+  device's.
+* **Encryption certificate**: an X25519 key (RFC 8410 section 4: ``keyUsage
+  keyAgreement`` only), issued and signed by the identity key, naming the
+  same JID, ``cA=FALSE``. It is replaced (rotated) without any prompt: what a
+  contact pins is the identity, and an encryption certificate is used only
+  if it chains to an identity certificate held for that JID.
+
+Every check raises :class:`CertificateError` with the reason, whatever the
+input (``cryptography`` parses and verifies; nothing here parses DER).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from .certificates import (
+    ID_ON_XMPPADDR,
+    MAX_CERTIFICATE_SIZE,
+    Normalizer,
+    _der_utf8string,
+    canonical_jid,
+    certificate_fingerprint,
+    check_validity,
+    checked_addresses,
+    load_certificate,
+    normalize_bare_jid,
+)
+from .errors import CertificateError
+from .timestamps import utcnow
+
+__all__ = [
+    "ENCRYPTION_VALIDITY",
+    "IDENTITY_VALIDITY",
+    "DeviceKeys",
+    "PeerIdentity",
+    "generate_device_keys",
+    "issue_encryption_certificate",
+    "validate_encryption_certificate",
+    "validate_identity_certificate",
+]
+
+IDENTITY_VALIDITY: Final = timedelta(days=3650)
+ENCRYPTION_VALIDITY: Final = timedelta(days=365)
+"""An encryption certificate is replaced well before this (the next issue
+rotates it); expiry bounds how long a stolen one is any use."""
+_BACKDATE: Final = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """A device's own keys: its identity and its current encryption key."""
+
+    identity_key: Ed25519PrivateKey
+    identity_certificate: x509.Certificate
+    encryption_key: X25519PrivateKey
+    encryption_certificate: x509.Certificate
+
+    @property
+    def fingerprint(self) -> str:
+        """The device's fingerprint: SHA-256 of the identity certificate's DER."""
+        return certificate_fingerprint(self.identity_certificate)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """A peer device's checked identity certificate."""
+
+    certificate: x509.Certificate
+    public_key: Ed25519PublicKey
+    jids: frozenset[str]
+    fingerprint: str
+
+
+def generate_device_keys(
+    jid: str, *, now: datetime | None = None, normalize: Normalizer = normalize_bare_jid
+) -> DeviceKeys:
+    """Fresh identity and encryption keys for a device of ``jid``, with their
+    certificates; :class:`CertificateError` for a JID that is not one."""
+    try:
+        bare = canonical_jid(jid, normalize)
+    except ValueError as exc:
+        raise CertificateError(f"no JID to put in the certificate: {exc}") from exc
+    start = (now or utcnow()) - _BACKDATE
+    identity_key = Ed25519PrivateKey.generate()
+    name = _name(bare)
+    identity_certificate = (
+        _builder(bare, name, name, start, start + IDENTITY_VALIDITY)
+        .public_key(identity_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .sign(identity_key, None)
+    )
+    encryption_key = X25519PrivateKey.generate()
+    encryption_certificate = issue_encryption_certificate(
+        identity_key, identity_certificate, encryption_key.public_key(), now=now
+    )
+    return DeviceKeys(identity_key, identity_certificate, encryption_key, encryption_certificate)
+
+
+def issue_encryption_certificate(
+    identity_key: Ed25519PrivateKey,
+    identity_certificate: x509.Certificate,
+    public_key: X25519PublicKey,
+    *,
+    now: datetime | None = None,
+    valid_for: timedelta = ENCRYPTION_VALIDITY,
+) -> x509.Certificate:
+    """An encryption certificate for ``public_key``, signed by the identity key,
+    naming the identity's JID (a new one for each rotation)."""
+    [bare] = sorted(checked_addresses(identity_certificate, lambda j: j))
+    start = (now or utcnow()) - _BACKDATE
+    return (
+        _builder(bare, _name(bare), identity_certificate.subject, start, start + valid_for)
+        .public_key(public_key)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(key_agreement=True), critical=True)
+        .sign(identity_key, None)
+    )
+
+
+def validate_identity_certificate(
+    certificate: x509.Certificate | bytes,
+    *,
+    now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
+) -> PeerIdentity:
+    """Check a peer's identity certificate: at most :data:`MAX_CERTIFICATE_SIZE`,
+    canonical ``id-on-xmppAddr`` JIDs, within its validity, an Ed25519 key,
+    self-signed (the signature verifies under its own key), allowed to sign
+    certificates (``cA``, ``keyCertSign``)."""
+    try:
+        certificate = _loaded(certificate)
+        jids = checked_addresses(certificate, normalize)
+        check_validity(certificate, now or utcnow())
+        public_key = certificate.public_key()
+        if not isinstance(public_key, Ed25519PublicKey):
+            raise CertificateError("identity certificate key is not Ed25519")
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
+        if not constraints.value.ca or not usage.value.key_cert_sign:
+            raise CertificateError("identity certificate may not sign certificates")
+        try:
+            certificate.verify_directly_issued_by(certificate)
+        except Exception as exc:
+            raise CertificateError("identity certificate is not self-signed") from exc
+    except CertificateError:
+        raise
+    except Exception as exc:  # any parsing failure of cryptography, a missing extension
+        raise CertificateError(f"unusable certificate: {type(exc).__name__}: {exc}") from exc
+    return PeerIdentity(certificate, public_key, jids, certificate_fingerprint(certificate))
+
+
+def validate_encryption_certificate(
+    certificate: x509.Certificate | bytes,
+    identity: PeerIdentity,
+    *,
+    now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
+) -> X25519PublicKey:
+    """The X25519 key of an encryption certificate that chains to ``identity``:
+    issued and signed by its key (a certificate a server substituted does not
+    verify), naming only JIDs the identity names, within its validity, an
+    X25519 key for key agreement only, not a CA."""
+    try:
+        certificate = _loaded(certificate)
+        jids = checked_addresses(certificate, normalize)
+        if not jids <= identity.jids:
+            raise CertificateError("encryption certificate names a JID its identity does not")
+        check_validity(certificate, now or utcnow())
+        public_key = certificate.public_key()
+        if not isinstance(public_key, X25519PublicKey):
+            raise CertificateError("encryption certificate key is not X25519")
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
+        if constraints.value.ca or not usage.value.key_agreement or usage.value.key_cert_sign:
+            raise CertificateError("encryption certificate is not for key agreement only")
+        try:
+            certificate.verify_directly_issued_by(identity.certificate)
+        except Exception as exc:
+            raise CertificateError("encryption certificate is not signed by the identity") from exc
+    except CertificateError:
+        raise
+    except Exception as exc:
+        raise CertificateError(f"unusable certificate: {type(exc).__name__}: {exc}") from exc
+    return public_key
+
+
+def _loaded(certificate: x509.Certificate | bytes) -> x509.Certificate:
+    if not isinstance(certificate, x509.Certificate):
+        certificate = load_certificate(certificate)
+    size = len(certificate.public_bytes(serialization.Encoding.DER))
+    if size > MAX_CERTIFICATE_SIZE:
+        raise CertificateError(f"certificate of {size} bytes is over the limit")
+    return certificate
+
+
+def _name(bare: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, bare)])
+
+
+def _builder(
+    bare: str, subject: x509.Name, issuer: x509.Name, start: datetime, end: datetime
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.OtherName(ID_ON_XMPPADDR, _der_utf8string(bare))]),
+            critical=False,
+        )
+    )
+
+
+def _key_usage(*, cert_sign: bool = False, key_agreement: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=key_agreement,
+        key_cert_sign=cert_sign,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
