@@ -138,15 +138,23 @@ def seal_wraps(
     sender_identity: bytes,
     sender_encryption: bytes,
     recipients: list[tuple[bytes, bytes, X25519PublicKey]],
+    *,
+    ephemeral_ikm: list[bytes] | None = None,
 ) -> list[Wrap]:
     """``R`` sealed for each recipient device ``(identity id, encryption id,
     X25519 key)``: HPKE SealAuth, ``info`` = :func:`wrap_info`, ``aad`` =
-    SHA-256(``T``)."""
+    SHA-256(``T``). ``ephemeral_ikm``: one ``ikmE`` per recipient, for test
+    vectors only (by default each wrap has a fresh ephemeral key)."""
     digest = hashlib.sha256(sealed).digest()
+    ikms: list[bytes | None] = list(ephemeral_ikm) if ephemeral_ikm else [None] * len(recipients)
+    if len(ikms) != len(recipients):
+        raise ValueError("one ephemeral_ikm per recipient")
     wraps = []
-    for identity, encryption, public_key in recipients:
+    for (identity, encryption, public_key), ikm in zip(recipients, ikms, strict=True):
         info = wrap_info(sender_identity, sender_encryption, identity, encryption)
-        enc, ct = seal_auth(WRAP_SUITE, public_key, sender_key, info=info, aad=digest, pt=key)
+        enc, ct = seal_auth(
+            WRAP_SUITE, public_key, sender_key, info=info, aad=digest, pt=key, ikm_e=ikm
+        )
         wraps.append(Wrap(identity, encryption, enc, ct))
     return wraps
 
