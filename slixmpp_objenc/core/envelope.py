@@ -32,6 +32,7 @@ __all__ = [
     "Recipient",
     "build_plain",
     "open_envelope",
+    "read_plain",
     "seal",
 ]
 
@@ -249,6 +250,14 @@ def _open(
     unpadder = sym_padding.PKCS7(128).unpadder()
     plain_bytes = unpadder.update(padded) + unpadder.finalize()
 
+    stanza, stanza_bytes, timestamp = read_plain(plain_bytes)
+    return OpenedEnvelope(stanza, stanza_bytes, timestamp, expected_mac, cipher.name)
+
+
+def read_plain(plain_bytes: bytes) -> tuple[ET.Element, bytes, datetime]:
+    """E' read back (both profiles): the inner stanza (parsed safely), S' and N.
+    :class:`InvalidEnvelope` unless it is one ``<plain/>`` holding one stanza
+    that holds no envelope (never unwrapped recursively)."""
     plain = parse_untrusted(plain_bytes)
     if plain.tag != _PLAIN or len(plain) != 0:
         raise InvalidEnvelope()
@@ -258,5 +267,5 @@ def _open(
     if stanza.tag not in _STANZA_TAGS:
         raise InvalidEnvelope()
     if any(el.tag == _E2E for el in stanza.iter()):
-        raise InvalidEnvelope()  # nested envelopes: refused, never unwrapped recursively
-    return OpenedEnvelope(stanza, stanza_bytes, timestamp, expected_mac, cipher.name)
+        raise InvalidEnvelope()
+    return stanza, stanza_bytes, timestamp
