@@ -984,7 +984,7 @@ class TestCost(HostileTestCase):
         from slixmpp_objenc.core import generate_identity
 
         for _ in range(3):  # older keys kept for the archive: 4 identities in all
-            old = generate_identity("tester@localhost", key_size=2048)
+            old = generate_identity("tester@localhost", key_size=2048, now=self.now)
             self.run_coro(self.plugin.keyring.add_identity(old, active=False))
         e2e = self.seal_e2e(chat("x"))
         for _ in range(20):

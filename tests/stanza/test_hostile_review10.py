@@ -68,7 +68,7 @@ class TestPlaintextWaitsForTheStore(SlixTest):
 class TestUnload(ObjEncTestCase):
     def test_a_held_stanza_is_reported_when_the_plugin_is_unloaded(self) -> None:
         self.run_coro(self.plugin.ready())
-        second = generate_identity("alice@example.org", key_size=2048)
+        second = generate_identity("alice@example.org", key_size=2048, now=self.now)
         self.plugin.add_peer_certificate(second.certificate_pem(), trust="untrusted")
         iq = self.xmpp.make_iq_get(queryxmlns="urn:example:q", ito="alice@example.org/phone")
         future = iq.send(timeout=60)
