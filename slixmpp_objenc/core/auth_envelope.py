@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ WRAP_ALGO: Final = "HPKE-AUTH-X25519-SHA256-AES128GCM"
 HKDF-SHA256, AES-128-GCM."""
 CONTENT_ALGO: Final = "AES-256-GCM"
 MAX_WRAPS: Final = 64
-"""``<key/>`` elements read at most (one per recipient device)."""
+"""Recipient devices per stanza, at most: a sender refuses more, a receiver
+refuses an envelope with more ``<key/>`` elements before any cryptography."""
 
 _E2E: Final = qname(NS_OBJENC, "e2e")
 _KEY: Final = qname(NS_OBJENC, "key")
@@ -80,9 +82,12 @@ class AuthRecipient:
     public_key: X25519PublicKey
 
 
-SenderResolver = Callable[[bytes, bytes], X25519PublicKey | None]
-"""``(identity id, encryption id) -> X25519 key`` of a sender device we hold
-(the encryption certificate checked against the identity), or ``None``."""
+SenderResolver = Callable[[str, bytes, bytes], X25519PublicKey | None]
+"""``(sender bare JID, identity id, encryption id) -> X25519 key`` of a device
+we hold **for that JID** (its identity fetched from that JID's node, the
+encryption certificate checked against it), or ``None``. The JID is the
+stanza's outer sender: a device of another JID (a contact, a co-recipient)
+must not be found, or it could speak as anyone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,8 @@ class OpenedAuthEnvelope:
     timestamp: datetime
     digest: bytes
     """SHA-256(T): the replay digest."""
+    sender: str
+    """The bare JID a device of which proved it wrote this."""
     sender_identity_id: bytes
     """The sender device's identity certificate id: proven, not claimed."""
     sender_encryption_id: bytes
@@ -119,6 +126,8 @@ def seal_authenticated(
     :class:`EncryptionError` without recipients or with a naive timestamp."""
     if not recipients:
         raise EncryptionError("no recipient device")
+    if len(recipients) > MAX_WRAPS:
+        raise EncryptionError(f"more than {MAX_WRAPS} recipient devices: no one would read it")
     if timestamp.tzinfo is None:
         raise EncryptionError("timestamp must be an aware UTC datetime")
     ids = (sender.identity_id, sender.encryption_id)
@@ -162,10 +171,12 @@ def open_authenticated(
     e2e: ET.Element,
     own: AuthSender,
     resolve_sender: SenderResolver,
+    sender: str,
     *,
     max_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
 ) -> OpenedAuthEnvelope:
-    """Open the copy meant for our device (``own``), proving the sender.
+    """Open the copy meant for our device (``own``), proving that a device of
+    ``sender`` (the outer stanza's bare JID) wrote it.
 
     One opaque :class:`InvalidEnvelope` for every failure: not this profile,
     over ``max_size``, no ``<key/>`` for our certificates, a sender we do not
@@ -173,14 +184,14 @@ def open_authenticated(
     the sender's key, content changed, a malformed ``<plain/>`` or stanza.
     """
     try:
-        return _open(e2e, own, resolve_sender, max_size)
+        return _open(e2e, own, resolve_sender, sender, max_size)
     except Exception:  # noqa: S110 - every failure looks the same from outside...
         pass
     raise InvalidEnvelope()  # ...raised outside the handler: nothing travels with it
 
 
 def _open(
-    e2e: ET.Element, own: AuthSender, resolve_sender: SenderResolver, max_size: int
+    e2e: ET.Element, own: AuthSender, resolve_sender: SenderResolver, sender: str, max_size: int
 ) -> OpenedAuthEnvelope:
     if e2e.tag != _E2E or envelope_size(e2e, max_size) > max_size:
         raise InvalidEnvelope()
@@ -191,13 +202,13 @@ def _open(
     sender_ids = _id(data.get("identity-sha256")), _id(data.get("cert-sha256"))
     sealed = b64decode_strict(data.text)
     wrap = _our_wrap(e2e, own)
-    sender_key = resolve_sender(*sender_ids)
+    sender_key = resolve_sender(sender, *sender_ids)
     if sender_key is None:
         raise InvalidEnvelope()
     key = open_wrap(wrap, sealed, own.encryption_key, sender_key, *sender_ids)
     stanza, stanza_bytes, timestamp = read_plain(open_content(key, sealed, *sender_ids))
     digest = hashlib.sha256(sealed).digest()
-    return OpenedAuthEnvelope(stanza, stanza_bytes, timestamp, digest, *sender_ids)
+    return OpenedAuthEnvelope(stanza, stanza_bytes, timestamp, digest, sender, *sender_ids)
 
 
 def _our_wrap(e2e: ET.Element, own: AuthSender) -> Wrap:
@@ -219,7 +230,10 @@ def _our_wrap(e2e: ET.Element, own: AuthSender) -> Wrap:
     raise InvalidEnvelope()
 
 
+_HEX_ID: Final = re.compile("[0-9a-f]{64}")
+
+
 def _id(text: str | None) -> bytes:
-    if text is None or len(text) != 2 * _ID_SIZE or text != text.lower():
+    if text is None or _HEX_ID.fullmatch(text) is None:
         raise InvalidEnvelope()
     return bytes.fromhex(text)

@@ -38,7 +38,7 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import InvalidEnvelope
+from .errors import EncryptionError, InvalidEnvelope
 from .hpke import AES_128_GCM, HpkeSuite, open_auth, seal_auth
 
 __all__ = [
@@ -144,7 +144,9 @@ def seal_wraps(
     """``R`` sealed for each recipient device ``(identity id, encryption id,
     X25519 key)``: HPKE SealAuth, ``info`` = :func:`wrap_info`, ``aad`` =
     SHA-256(``T``). ``ephemeral_ikm``: one ``ikmE`` per recipient, for test
-    vectors only (by default each wrap has a fresh ephemeral key)."""
+    vectors only (by default each wrap has a fresh ephemeral key; reusing one
+    reuses HPKE's key and nonce). :class:`EncryptionError` for a recipient key
+    that gives no shared secret."""
     digest = hashlib.sha256(sealed).digest()
     ikms: list[bytes | None] = list(ephemeral_ikm) if ephemeral_ikm else [None] * len(recipients)
     if len(ikms) != len(recipients):
@@ -152,9 +154,12 @@ def seal_wraps(
     wraps = []
     for (identity, encryption, public_key), ikm in zip(recipients, ikms, strict=True):
         info = wrap_info(sender_identity, sender_encryption, identity, encryption)
-        enc, ct = seal_auth(
-            WRAP_SUITE, public_key, sender_key, info=info, aad=digest, pt=key, ikm_e=ikm
-        )
+        try:
+            enc, ct = seal_auth(
+                WRAP_SUITE, public_key, sender_key, info=info, aad=digest, pt=key, ikm_e=ikm
+            )
+        except ValueError as exc:  # a small-order recipient key: no shared secret
+            raise EncryptionError(f"cannot seal for device {encryption.hex()}: {exc}") from None
         wraps.append(Wrap(identity, encryption, enc, ct))
     return wraps
 

@@ -142,13 +142,17 @@ def validate_identity_certificate(
     normalize: Normalizer = normalize_bare_jid,
 ) -> PeerIdentity:
     """Check a peer's identity certificate: at most :data:`MAX_CERTIFICATE_SIZE`,
-    canonical ``id-on-xmppAddr`` JIDs, within its validity, an Ed25519 key,
+    exactly one canonical ``id-on-xmppAddr`` JID, within its validity, no
+    unknown critical extension, an Ed25519 key,
     self-signed (the signature verifies under its own key), allowed to sign
     certificates (``cA``, ``keyCertSign``)."""
     try:
         certificate = _loaded(certificate)
         jids = checked_addresses(certificate, normalize)
+        if len(jids) != 1:
+            raise CertificateError("an identity certificate names exactly one JID")
         check_validity(certificate, now or utcnow())
+        _no_unknown_critical(certificate)
         public_key = certificate.public_key()
         if not isinstance(public_key, Ed25519PublicKey):
             raise CertificateError("identity certificate key is not Ed25519")
@@ -176,17 +180,23 @@ def validate_encryption_certificate(
 ) -> X25519PublicKey:
     """The X25519 key of an encryption certificate that chains to ``identity``:
     issued and signed by its key (a certificate a server substituted does not
-    verify), naming only JIDs the identity names, within its validity, an
-    X25519 key for key agreement only, not a CA."""
+    verify), naming only JIDs the identity names, within its validity, no
+    unknown critical extension, an X25519 key (not a small-order point) for
+    key agreement only, not a CA."""
     try:
         certificate = _loaded(certificate)
         jids = checked_addresses(certificate, normalize)
         if not jids <= identity.jids:
             raise CertificateError("encryption certificate names a JID its identity does not")
         check_validity(certificate, now or utcnow())
+        _no_unknown_critical(certificate)
         public_key = certificate.public_key()
         if not isinstance(public_key, X25519PublicKey):
             raise CertificateError("encryption certificate key is not X25519")
+        try:  # a small-order point gives an all-zero shared secret (RFC 7748 section 6.1)
+            X25519PrivateKey.generate().exchange(public_key)
+        except ValueError:
+            raise CertificateError("encryption certificate key is a small-order point") from None
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
         if constraints.value.ca or not usage.value.key_agreement or usage.value.key_cert_sign:
@@ -200,6 +210,18 @@ def validate_encryption_certificate(
     except Exception as exc:
         raise CertificateError(f"unusable certificate: {type(exc).__name__}: {exc}") from exc
     return public_key
+
+
+_KNOWN_CRITICAL: Final = frozenset(
+    {x509.BasicConstraints.oid, x509.KeyUsage.oid, x509.SubjectAlternativeName.oid}
+)
+
+
+def _no_unknown_critical(certificate: x509.Certificate) -> None:
+    """RFC 5280 section 4.2: a critical extension we do not process refuses it."""
+    for extension in certificate.extensions:
+        if extension.critical and extension.oid not in _KNOWN_CRITICAL:
+            raise CertificateError(f"certificate has an unknown critical extension {extension.oid}")
 
 
 def _loaded(certificate: x509.Certificate | bytes) -> x509.Certificate:

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from slixmpp_objenc.core import InvalidEnvelope, seal
+from slixmpp_objenc.core import InvalidEnvelope, seal, xmpp_addresses
 from slixmpp_objenc.core.auth_envelope import (
     WRAP_ALGO,
     AuthRecipient,
@@ -27,6 +27,7 @@ from slixmpp_objenc.core.timestamps import utcnow
 STANZA = (
     b"<message xmlns='jabber:client' to='bob@example.org' type='chat'><body>hi</body></message>"
 )
+ALICE = "alice@example.org"
 KEY = f"{{{NS_OBJENC}}}key"
 DATA = f"{{{NS_OBJENC}}}data"
 
@@ -53,10 +54,12 @@ def devices() -> dict[str, DeviceKeys]:
 
 
 def resolver(*known: DeviceKeys):  # type: ignore[no-untyped-def]
-    table = {ids(d): d.encryption_key.public_key() for d in known}
+    """Devices held per JID, as the key ring will hold them."""
+    table = {(xmpp_addresses(d.identity_certificate)[0], *ids(d)): d for d in known}
 
-    def resolve(identity: bytes, encryption: bytes) -> X25519PublicKey | None:
-        return table.get((identity, encryption))
+    def resolve(jid: str, identity: bytes, encryption: bytes) -> X25519PublicKey | None:
+        device = table.get((jid, identity, encryption))
+        return None if device is None else device.encryption_key.public_key()
 
     return resolve
 
@@ -69,7 +72,7 @@ def test_round_trip_for_every_device(devices: dict[str, DeviceKeys]) -> None:
     assert [k.get("cipher-algo") for k in e2e.findall(KEY)] == [WRAP_ALGO, WRAP_ALGO]
     wire = ET.fromstring(ET.tostring(e2e))  # as it travels
     for device in (bob1, bob2):
-        opened = open_authenticated(wire, me(device), resolver(alice))
+        opened = open_authenticated(wire, me(device), resolver(alice), ALICE)
         assert opened.stanza_bytes == STANZA
         assert abs((opened.timestamp - now).total_seconds()) < 1
         assert (opened.sender_identity_id, opened.sender_encryption_id) == ids(alice)
@@ -85,14 +88,14 @@ def test_an_envelope_from_public_certificates_only_is_refused(
     forger = AuthSender(X25519PrivateKey.generate(), *ids(alice))  # alice's ids, not her key
     e2e = seal_authenticated(STANZA, forger, [to(bob1)], timestamp=utcnow())
     with pytest.raises(InvalidEnvelope):
-        open_authenticated(e2e, me(bob1), resolver(alice))
+        open_authenticated(e2e, me(bob1), resolver(alice), ALICE)
 
 
 def test_a_sender_we_do_not_hold_is_refused(devices: dict[str, DeviceKeys]) -> None:
     alice, bob1 = devices["alice"], devices["bob1"]
     e2e = seal_authenticated(STANZA, me(alice), [to(bob1)], timestamp=utcnow())
     with pytest.raises(InvalidEnvelope):
-        open_authenticated(e2e, me(bob1), resolver())
+        open_authenticated(e2e, me(bob1), resolver(), ALICE)
 
 
 def test_a_co_recipient_rewrite_is_refused(devices: dict[str, DeviceKeys]) -> None:
@@ -107,7 +110,7 @@ def test_a_co_recipient_rewrite_is_refused(devices: dict[str, DeviceKeys]) -> No
     spliced.append(real.findall(KEY)[1])  # bob2's
     spliced.append(other.find(DATA))  # type: ignore[arg-type]
     with pytest.raises(InvalidEnvelope):
-        open_authenticated(spliced, me(bob2), resolver(alice))
+        open_authenticated(spliced, me(bob2), resolver(alice), ALICE)
 
 
 def test_malformed_envelopes_fail_alike(devices: dict[str, DeviceKeys]) -> None:
@@ -127,7 +130,7 @@ def test_malformed_envelopes_fail_alike(devices: dict[str, DeviceKeys]) -> None:
         cases.append(copy)
     for e2e in cases:
         with pytest.raises(InvalidEnvelope) as raised:
-            open_authenticated(e2e, me(bob1), resolver(alice))
+            open_authenticated(e2e, me(bob1), resolver(alice), ALICE)
         assert raised.value.__context__ is None
 
 
@@ -139,4 +142,4 @@ def test_the_draft_profile_is_not_this_one(devices: dict[str, DeviceKeys]) -> No
     draft = seal(STANZA, [Recipient(ALICE.certificate.public_key())], timestamp=utcnow())
     assert not is_authenticated(draft)
     with pytest.raises(InvalidEnvelope):
-        open_authenticated(draft, me(devices["bob1"]), resolver(devices["alice"]))
+        open_authenticated(draft, me(devices["bob1"]), resolver(devices["alice"]), ALICE)
