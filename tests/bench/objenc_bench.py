@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import tempfile
 import xml.etree.ElementTree as ET
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import Encoding
 from slixmpp import ClientXMPP
 from slixmpp.xmlstream import StanzaBase, tostring
 
@@ -44,6 +46,13 @@ from slixmpp_objenc.core import (
     open_envelope,
     seal,
 )
+from slixmpp_objenc.core.auth_envelope import (
+    AuthRecipient,
+    AuthSender,
+    open_authenticated,
+    seal_authenticated,
+)
+from slixmpp_objenc.core.identities import DeviceKeys, generate_device_keys
 from slixmpp_objenc.store import MemoryStorage
 
 from .common import (
@@ -156,6 +165,52 @@ def core_op(
         opened = open_envelope(e2e, me.private_key, key_id=me.fingerprint if named else None)
         if opened.stanza_bytes != stanza:
             raise AssertionError("core round trip failed")
+
+    return op
+
+
+AUTH_VARIANT = "core seal+open, authenticated profile (HPKE Auth X25519, AES-256-GCM)"
+
+
+class AuthDevices:
+    """Ed25519/X25519 devices for the authenticated profile (issue 12, core only)."""
+
+    def __init__(self, devices: int = 4) -> None:
+        self.alice = generate_device_keys(ALICE)
+        self.bobs = [generate_device_keys(BOB) for _ in range(devices)]
+
+    @staticmethod
+    def ids(device: DeviceKeys) -> tuple[bytes, bytes]:
+        def digest(certificate: Any) -> bytes:
+            return hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+
+        return digest(device.identity_certificate), digest(device.encryption_certificate)
+
+    def seal(self, stanza: bytes, recipients: int) -> ET.Element:
+        sender = AuthSender(self.alice.encryption_key, *self.ids(self.alice))
+        targets = [
+            AuthRecipient(*self.ids(b), b.encryption_key.public_key())
+            for b in self.bobs[:recipients]
+        ]
+        return seal_authenticated(
+            stanza, sender, targets, timestamp=TimestampSource().next(), pad_to=64
+        )
+
+
+def auth_core_op(stanza: bytes, devices: AuthDevices, recipients: int) -> Callable[[], None]:
+    """seal_authenticated + open_authenticated (the first of Bob's devices opens)."""
+    me = devices.bobs[0]
+    own = AuthSender(me.encryption_key, *devices.ids(me))
+    alice_key = devices.alice.encryption_key.public_key()
+    alice_ids = devices.ids(devices.alice)
+
+    def resolve(jid: str, identity: bytes, encryption: bytes) -> Any:
+        return alice_key if (jid, identity, encryption) == (ALICE, *alice_ids) else None
+
+    def op() -> None:
+        e2e = devices.seal(stanza, recipients)
+        if open_authenticated(e2e, own, resolve, ALICE).stanza_bytes != stanza:
+            raise AssertionError("authenticated round trip failed")
 
     return op
 
@@ -305,6 +360,7 @@ async def run(
     }
     with tempfile.TemporaryDirectory(prefix="objenc-bench-") as tmp:
         sqlite_pair = await PluginPair.create(identities, sqlite_dir=Path(tmp))
+        auth = AuthDevices()
         four = await PluginPair.create(identities, bob_devices=4)
         try:
             reference = pairs["AES-128"]
@@ -370,6 +426,28 @@ async def run(
                         note="context: the XML work any message costs",
                     )
                 )
+                rows.append(
+                    Row(
+                        MECHANISM,
+                        AUTH_VARIANT,
+                        size,
+                        1,
+                        measure(auth_core_op(stanza, auth, 1), settings),
+                        note="issue 12, core only (not yet the plugin path); compare with "
+                        "'core seal+open, AES-128' (RSA-3072)",
+                    )
+                )
+                for recipients in (1, 4):
+                    wire.append(
+                        {
+                            "mechanism": MECHANISM + ", authenticated profile (core)",
+                            "size": size,
+                            "recipients": recipients,
+                            "payload_bytes": len(tostring(auth.seal(stanza, recipients)).encode()),
+                            "note": "the core <e2e/> of the authenticated profile "
+                            f"({recipients} <key/>); not yet sent by the plugin",
+                        }
+                    )
                 for recipients in (1, 4):
                     pair = reference if recipients == 1 else four
                     outer = await pair.send_wire(body)

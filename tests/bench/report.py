@@ -448,7 +448,11 @@ def wire_section(r: Results) -> list[str]:
             def cell(w: dict[str, Any] | None, key: str) -> str:
                 return f"{w[key]:,}" if w and key in w else "-"
 
-            growth = f"{n(one['stanza_bytes'] / plain['stanza_bytes'])}x" if one and plain else "-"
+            growth = (
+                f"{n(one['stanza_bytes'] / plain['stanza_bytes'])}x"
+                if one and plain and "stanza_bytes" in one
+                else "-"
+            )
             pgp = ""
             if one and "binary_bytes" in one:
                 pgp = f"binary {one['binary_bytes']:,} / armored {one['armored_bytes']:,}"
