@@ -12,6 +12,8 @@ from typing import Any
 from slixmpp import JID, ClientXMPP
 from slixmpp.xmlstream import StanzaBase, tostring
 
+from slixmpp_objenc import Publication, PublicationStatus
+
 WAIT = 20.0
 
 
@@ -66,6 +68,19 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out: {describe()}")
         await asyncio.sleep(0.05)
+
+
+async def publication_settled(client: ClientXMPP, timeout: float = WAIT) -> Publication:
+    """Wait until the client's certificate publication is no longer pending
+    (contacts find it only then: four requests on ejabberd); its state."""
+    plugin = client.plugin["objenc"]
+    await eventually(
+        lambda: plugin.publication.status is not PublicationStatus.PENDING,
+        lambda: f"publication of {client.boundjid.bare}: {plugin.publication}",
+        timeout,
+    )
+    state: Publication = plugin.publication
+    return state
 
 
 @dataclass

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from objenc_peers import WAIT, befriend, eventually, queue_of, secret, tap
+from objenc_peers import WAIT, befriend, eventually, publication_settled, queue_of, secret, tap
 from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError
 
 import slixmpp_objenc
-from slixmpp_objenc import PublicationStatus
 from slixmpp_objenc.core.constants import NS_OBJENC
 from slixmpp_objenc.plugin import NODE_CERTS
 
@@ -60,11 +59,7 @@ async def connect_at(
     await eventually(lambda: "objenc" in client.plugin, lambda: f"objenc loaded ({moment})")
     plugin = client.plugin["objenc"]
     await plugin.ready()
-    # contacts find the certificate once published (four requests on ejabberd)
-    await eventually(
-        lambda: plugin.publication.status is not PublicationStatus.PENDING,
-        lambda: f"published ({moment}): {plugin.publication}",
-    )
+    await publication_settled(client)
     return client
 
 

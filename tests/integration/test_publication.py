@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from objenc_peers import WAIT, befriend, eventually, queue_of, secret, tap
+from objenc_peers import WAIT, befriend, eventually, publication_settled, queue_of, secret, tap
 from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError
 
-from slixmpp_objenc import Publication, PublicationStatus
+from slixmpp_objenc import Publication
 from slixmpp_objenc.core.constants import NS_OBJENC
 from slixmpp_objenc.core.publication import NODE_MAX_ITEMS
 from slixmpp_objenc.plugin import NODE_CERTS
@@ -39,10 +39,7 @@ async def device(connect_client: Connector, jid: str, password: str, data_dir: P
     )
     plugin = client.plugin["objenc"]
     await plugin.ready()
-    await eventually(
-        lambda: plugin.publication.status is not PublicationStatus.PENDING,
-        lambda: f"publication of {jid}: {plugin.publication}",
-    )
+    await publication_settled(client)
     return client
 
 
@@ -82,7 +79,6 @@ async def test_every_device_is_published_contacts_only(
         await items_seen_by(stranger, jid)
     assert refused.value.condition in ("forbidden", "not-authorized", "item-not-found")
     # a third session of a device already published changes nothing
-    first.plugin["objenc"].directory.publisher.state = Publication(PublicationStatus.PENDING)
     assert await first.plugin["objenc"].publish_certificate() is True
     assert await items_seen_by(contact, jid) == fingerprints
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from objenc_peers import befriend, queue_of, tap
+from objenc_peers import befriend, publication_settled, queue_of, tap
 from slixmpp import ClientXMPP
 from slixmpp.xmlstream import StanzaBase, tostring
 
@@ -44,12 +44,8 @@ async def connect(
     )
     plugin = client.plugin["objenc"]
     await plugin.ready()
-    # contacts find our certificate once it is published (four requests on ejabberd)
-    for _ in range(200):
-        if plugin.publication.status is not PublicationStatus.PENDING:
-            break
-        await asyncio.sleep(0.05)
-    assert plugin.publication.status is not PublicationStatus.FAILING, plugin.publication
+    state = await publication_settled(client)
+    assert state.status is not PublicationStatus.FAILING, state
     return client
 
 
