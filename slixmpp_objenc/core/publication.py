@@ -236,6 +236,8 @@ class PublicationSteps:
         self._published: bool | None = False
         """``None``: a publish went unanswered; our item may be on the node."""
         self._configured = False
+        self._unchecked = False
+        """A publish went unanswered and the node could not be read: retracted, no retry."""
         self._problems = ""
         self._read: Mapping[str, str] = {}
 
@@ -284,7 +286,7 @@ class PublicationSteps:
                 return self._fail(
                     "retract-failed", f"{self._problems}; our certificate may still be there"
                 )
-            if self._way == "publish-options" and self._problems != _UNANSWERED:
+            if self._way == "publish-options" and not self._unchecked:
                 self._way = "node-configuration"  # the options were not applied
                 return self._next(Step.CONFIGURE)
             return self._fail("node-configuration", self._problems)
@@ -297,6 +299,7 @@ class PublicationSteps:
         if self._published is not False:
             if not checked:
                 if self._published is None:  # neither known stored nor checked
+                    self._unchecked = True
                     self._problems = _UNANSWERED
                     return self._next(Step.RETRACT)
                 # The server accepted our preconditions (or we checked the node

@@ -115,13 +115,13 @@ class Publisher:
         pubsub = self.xmpp.plugin["xep_0060"]
         try:
             if step is Step.PUBLISH_WITH_OPTIONS or step is Step.PUBLISH:
-                options = _form(_FORM_TYPE_OPTIONS, PUBLISH_OPTIONS)
+                with_options = step is Step.PUBLISH_WITH_OPTIONS
                 await pubsub.publish(
                     None,
                     NODE_CERTS,
                     id=identity.fingerprint,
                     payload=_payload(identity),
-                    options=options if step is Step.PUBLISH_WITH_OPTIONS else None,
+                    options=_form(_FORM_TYPE_OPTIONS, PUBLISH_OPTIONS) if with_options else None,
                     timeout=self.timeout,
                 )
             elif step is Step.READ_CONFIGURATION:
