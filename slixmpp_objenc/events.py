@@ -37,20 +37,25 @@ class EncryptionInfo:
     recipient_fingerprint: str
     """SHA-256 of our certificate whose key opened the envelope."""
     sender_fingerprint: str | None
-    """SHA-256 of the certificate we hold for the sender's bare JID, if any.
-
-    The draft has no sender authentication: this says which key we would
-    encrypt to, not who produced the envelope.
+    """SHA-256 of the sender device's identity certificate, when the stanza
+    proved it (:attr:`authenticated`); ``None`` otherwise: the draft's profile
+    has no sender authentication, so anyone holding our certificate could
+    have written it.
     """
     delay: datetime | None = None
     """The server's XEP-0203 stamp when the stanza was an offline message."""
     sender_trust: TrustState | None = None
-    """Trust state of :attr:`sender_fingerprint` (``verified``, ``tofu``, ...)."""
+    """Trust state of :attr:`sender_fingerprint` (``verified``, ``tofu``,
+    ``untrusted`` for a device awaiting a decision...); ``None`` when not
+    authenticated, and for this device's own stanzas."""
     idempotency_key: str = ""
     """Lowercase hex of the envelope's MAC: the same for every copy of one envelope
     (direct, carbon, offline, archive, or delivered again after a crash), so an
     application that must act once per message deduplicates on it (delivery is
     at least once; README "Crashes")."""
+    authenticated: bool = False
+    """Whether a device of the sender proved it wrote this (the authenticated
+    profile, PROTOCOL.md 13): ``False`` for the draft's profile."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,13 @@ held under the spelling slixmpp looks it up by.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from .core import (
     CertificateError,
@@ -22,17 +26,26 @@ from .core import (
     load_certificate,
     load_private_key,
     normalize_bare_jid,
-    validate_peer_certificate,
     xmpp_addresses,
 )
 from .core.certificates import DEFAULT_KEY_SIZE, Normalizer, canonical_jid
+from .core.devices import validate_device
 from .core.timestamps import utcnow
 from .core.trust import Observation, classify_certificate
+from .own_device import OwnDevice
 from .store import OwnIdentityRecord, PeerRecord, Storage, TrustState
 
 __all__ = ["OWN_DEVICES_SETTING", "CertificateSighting", "Keyring"]
 
 _REQUIRE_PREFIX = "require-encryption:"
+_LEGACY_PREFIX = "legacy-devices:"
+_VOUCHED_PREFIX = "vouched:"
+_COUNTS_AS_IDENTITY = frozenset(
+    {TrustState.VERIFIED, TrustState.TOFU, TrustState.UNTRUSTED, TrustState.UNPUBLISHED}
+)
+"""An identity in these states turns off the draft's profile for its JID (a
+server hiding it, ``unpublished``, must not turn it back on); one the user
+rejected (``revoked``) does not."""
 OWN_DEVICES_SETTING = "own-devices"
 """``first-contact`` until this device has read its own account's node once
 (it then pins the devices it finds, as a first contact), ``known`` after:
@@ -66,8 +79,13 @@ class Keyring:
         self.normalize = normalize
         """Canonical bare JIDs (``ValueError`` for an invalid one)."""
         self._identities: list[Identity] = []
+        self.device = OwnDevice(storage, clock, normalize)
+        """Our keys of the authenticated profile."""
+        self._legacy: set[str] = set()
+        self._vouched: set[str] = set()
         self._peers: dict[str, dict[str, PeerRecord]] = {}
-        self._validated: dict[str, PeerCertificate] = {}
+        self._validated: dict[tuple[str, bytes | None], PeerCertificate] = {}
+        """(fingerprint, encryption certificate PEM) -> the checked certificate."""
         self._required: set[str] = set()
         self._own_first_contact = False
 
@@ -89,7 +107,9 @@ class Keyring:
     async def load(self) -> None:
         """Read everything from storage."""
         identities = await self.storage.load_identities()
-        active = [r for r in identities if r.active] + [r for r in identities if not r.active]
+        self.device.load(identities)
+        rsa = [r for r in identities if r.encryption_key_pem is None]
+        active = [r for r in rsa if r.active] + [r for r in rsa if not r.active]
         loaded = [
             Identity(load_private_key(r.key_pem), load_certificate(r.cert_pem)) for r in active
         ]
@@ -108,6 +128,10 @@ class Keyring:
             for k, v in required.items()
             if v == "1"
         }
+        legacy = await self.storage.settings_with_prefix(_LEGACY_PREFIX)
+        self._legacy = {k[len(_LEGACY_PREFIX) :] for k, v in legacy.items() if v == "1"}
+        vouched = await self.storage.settings_with_prefix(_VOUCHED_PREFIX)
+        self._vouched = {k[len(_VOUCHED_PREFIX) :] for k in vouched}
         own_devices = await self.storage.get_setting(OWN_DEVICES_SETTING)
         if own_devices is None:
             # A fresh store is a new device: its first read of its own node is a
@@ -191,6 +215,63 @@ class Keyring:
         await self.add_identity(identity)
         return identity
 
+    # -- the authenticated profile's rules, per JID -----------------------------
+
+    def has_identity(self, jid: str) -> bool:
+        """Whether an identity certificate is held for ``jid`` (not rejected): the
+        draft's profile is then neither sent to it nor accepted from it, unless
+        its legacy devices are allowed."""
+        return any(
+            r.trust in _COUNTS_AS_IDENTITY and is_identity(r.cert_pem) for r in self.records(jid)
+        )
+
+    def legacy_allowed(self, jid: str) -> bool:
+        """Whether the user allowed ``jid``'s devices of the draft's profile
+        next to its identities (delivered unauthenticated)."""
+        bare = self.bare(jid)
+        return bare is not None and bare in self._legacy
+
+    def allow_legacy_now(self, jid: str, allowed: bool = True) -> tuple[str, str | None]:
+        """In memory only: see :meth:`legacy_allowed`; returns the setting to store."""
+        bare = self._require_bare(jid)
+        if allowed:
+            self._legacy.add(bare)
+        else:
+            self._legacy.discard(bare)
+        return _LEGACY_PREFIX + bare, "1" if allowed else None
+
+    def vouch_used(self, jid: str, rsa_fingerprint: str) -> bool:
+        """Whether an RSA certificate of ``jid`` already carried its trust to an
+        identity (a vouch is taken once: a stolen RSA key replaces nothing later)."""
+        return f"{self.bare(jid)}:{rsa_fingerprint}" in self._vouched
+
+    def use_vouch_now(self, jid: str, rsa_fingerprint: str, identity: str) -> tuple[str, str]:
+        """In memory only: see :meth:`vouch_used`; returns the setting to store."""
+        name = f"{self._require_bare(jid)}:{rsa_fingerprint}"
+        self._vouched.add(name)
+        return _VOUCHED_PREFIX + name, identity
+
+    def resolve_sender(
+        self, jid: str, identity_id: bytes, encryption_id: bytes
+    ) -> X25519PublicKey | None:
+        """The X25519 key of a device held **for** ``jid`` (the outer sender's bare
+        JID) whose identity and current encryption certificate have these ids; our
+        own device for our own JID. Any held state but ``revoked``: the trust
+        state is reported with what was delivered."""
+        fingerprint, encryption = identity_id.hex(), encryption_id.hex()
+        keys = self.device.keys
+        if keys is not None and fingerprint == keys.fingerprint:
+            own = self.device.certificate()
+            mine = own.encryption if own is not None and self.bare(jid) in own.jids else None
+            return mine.public_key if mine and mine.fingerprint == encryption else None
+        record = self.record(jid, fingerprint)
+        if record is None or record.trust is TrustState.REVOKED:
+            return None
+        peer = self._validated_certificate(record, self._clock())
+        if peer is None or peer.encryption is None or peer.encryption.fingerprint != encryption:
+            return None
+        return peer.encryption.public_key
+
     # -- peers -------------------------------------------------------------
 
     def records(self, jid: str) -> list[PeerRecord]:
@@ -211,12 +292,15 @@ class Keyring:
         """Certificates we may encrypt to: trusted, valid now, naming the JID."""
         now = now or self._clock()
         bare = self.bare(jid)
+        draft = not self.has_identity(jid) or self.legacy_allowed(jid)
         result = []
         for record in self.records(jid):
             if not record.trust.usable:
                 continue
             peer = self._validated_certificate(record, now)
-            if peer is not None and bare in peer.jids:
+            if peer is None or bare not in peer.jids:
+                continue
+            if peer.encryption is not None if peer.authenticated else draft:
                 result.append(peer)
         return result
 
@@ -230,16 +314,23 @@ class Keyring:
         bare = self.bare(jid)
         return bare is not None and (bare in self._required or bool(self._peers.get(bare)))
 
+    def validated(self, record: PeerRecord) -> PeerCertificate | None:
+        """A held certificate, checked (valid now, naming its JID), or ``None``."""
+        return self._validated_certificate(record, self._clock())
+
     def _validated_certificate(self, record: PeerRecord, now: datetime) -> PeerCertificate | None:
-        cached = self._validated.get(record.fingerprint)
+        cached = self._validated.get((record.fingerprint, record.encryption_pem))
         if cached is None:
             try:
-                cached = validate_peer_certificate(
-                    record.cert_pem, now=now, normalize=self.normalize
+                cached = validate_device(
+                    record.cert_pem,
+                    encryption=record.encryption_pem,
+                    now=now,
+                    normalize=self.normalize,
                 )
             except CertificateError:
                 return None
-            self._validated[record.fingerprint] = cached
+            self._validated[(record.fingerprint, record.encryption_pem)] = cached
         if cached.expired(now) or self.bare(record.jid) not in cached.jids:
             return None
         return cached
@@ -272,6 +363,7 @@ class Keyring:
             )
             previous = tuple(fp for fp in held if fp != certificate.fingerprint)
             existing = held.get(certificate.fingerprint)
+            encryption = certificate.encryption.pem() if certificate.encryption else None
             if existing is not None:
                 record = PeerRecord(
                     jid,
@@ -281,6 +373,7 @@ class Keyring:
                     existing.first_seen,
                     now,
                     existing.source,
+                    encryption or existing.encryption_pem,
                 )
             else:
                 default = (
@@ -294,9 +387,11 @@ class Keyring:
                     now,
                     now,
                     source,
+                    encryption,
                 )
             held[certificate.fingerprint] = record
-            self._validated[certificate.fingerprint] = certificate
+            if encryption == record.encryption_pem:
+                self._validated[(certificate.fingerprint, encryption)] = certificate
             records.append(record)
             sightings.append(
                 CertificateSighting(
@@ -363,3 +458,12 @@ class Keyring:
         else:
             self._required.discard(bare)
         return _REQUIRE_PREFIX + bare, "1" if required else None
+
+
+@functools.lru_cache(maxsize=4096)
+def is_identity(cert_pem: bytes) -> bool:
+    """Whether a held certificate is an identity (Ed25519), not RSA."""
+    try:
+        return isinstance(load_certificate(cert_pem).public_key(), Ed25519PublicKey)
+    except (CertificateError, ValueError):
+        return False

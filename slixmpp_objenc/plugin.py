@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -32,15 +32,14 @@ from .core import (
 from .core.constants import DEFAULT_MAX_ENVELOPE_SIZE, NS_OBJENC
 from .core.exchanges import Exchanges
 from .core.publication import Publication
-from .core.receive import InboundContext
-from .core.rules import ErrorBudget, ReplyPolicy, candidate
+from .core.rules import candidate
 from .core.send import OutboundContext
 from .core.timestamps import utcnow
 from .core.trust import TrustState
 from .events import ArchivedMessage, EncryptionInfo, SasEvent
-from .glue.common import Tasks, address, handles_mechanism, is_room, parse_address
+from .glue.common import Tasks, address, is_room, parse_address
 from .glue.directory import NODE_CERTS, KeyDirectory, normalize_jid
-from .glue.inbound import Inbound
+from .glue.inbound import Inbound, inbound_context
 from .glue.outbound import DEFAULT_MAX_STANZA_SIZE, Outbound
 from .glue.persistence import Persistence, default_storage, identity_from_config
 from .glue.resources import OwnResources
@@ -129,6 +128,7 @@ class ObjEnc(BasePlugin):
         "replay_guard": None,
         "max_delay": MAX_DELAY,
         "max_stanza_size": DEFAULT_MAX_STANZA_SIZE,
+        "authenticated": True,
     }
 
     # -- lifecycle ---------------------------------------------------------
@@ -144,13 +144,14 @@ class ObjEnc(BasePlugin):
         cipher = BLOCK_CIPHERS.get(config.get("cipher") or "")
         if cipher is None:
             raise EncryptionError(f"unknown cipher {config.get('cipher')!r}")
-        self._configured_identity = identity_from_config(config)
+        configured = identity_from_config(config)
         self.storage: Storage = config.get("storage") or default_storage(
             config, self.xmpp.boundjid.bare
         )
         self.keyring = Keyring(self.storage, clock, normalize=normalize_jid)
         self.tasks = Tasks(self.xmpp.loop)
         self.persistence = Persistence(self.storage, self.keyring, clock, self.tasks)
+        self.persistence.configured = configured
         self.directory = KeyDirectory(
             self.xmpp, self.keyring, self.persistence, config, clock, lambda: self.identity
         )
@@ -165,7 +166,7 @@ class ObjEnc(BasePlugin):
                 own_bare=self.xmpp.boundjid.bare,
                 directory=self.directory,
                 exchanges=exchanges,
-                own_certificate=self._own_certificate,
+                own_certificate=self.persistence.own_recipient,
                 ready=loaded.is_set,
                 load_error=lambda: self.persistence.load_error,
                 is_room=functools.partial(is_room, self.xmpp),
@@ -184,36 +185,28 @@ class ObjEnc(BasePlugin):
         self.directory.released = self.outbound.release_hold
         self.inbound = Inbound(
             self.xmpp,
-            InboundContext(
-                own=address(self.xmpp.boundjid),
-                identities=self._identities,
+            inbound_context(
+                self.xmpp,
+                config,
+                self.keyring,
+                self.resources,
+                exchanges,
+                clock,
+                identities=self.persistence.identities,
+                ready=loaded.is_set,
                 replay_guard=config.get("replay_guard")
                 or replay_guard_from_config(config, self.xmpp.boundjid.bare, self.keyring.sticky),
-                exchanges=exchanges,
-                clock=clock,
-                parse=parse_address,
-                sticky=self.keyring.sticky,
-                is_room=functools.partial(is_room, self.xmpp),
-                handles_mechanism=functools.partial(handles_mechanism, self.xmpp),
-                encrypting_own_resource=self.resources.encrypting,
-                ready=loaded.is_set,
-                refuse_plaintext=bool(config.get("refuse_plaintext", True)),
-                replies=ReplyPolicy(
-                    ErrorBudget(int(config.get("error_replies_per_minute", 10))),
-                    decryption_failed=bool(config.get("error_replies", True)),
-                    bad_timestamp=bool(config.get("bad_timestamp_replies", True)),
-                ),
-                max_envelope_size=int(config.get("max_envelope_size", DEFAULT_MAX_ENVELOPE_SIZE)),
             ),
             self.directory,
             self.persistence,
             self.keyring,
             self.resources,
+            self.tasks,
         )
         self.verification = Verification(
             self.xmpp,
             self.keyring,
-            fingerprint=lambda: self.fingerprint,
+            fingerprint=self._fingerprint_for,
             encryption_info=self.encryption_info,
             set_trust=self.set_trust,
             random_bytes=random_bytes,
@@ -288,8 +281,9 @@ class ObjEnc(BasePlugin):
     async def _load(self) -> None:
         await self.persistence.load(
             bare=self.xmpp.boundjid.bare,
-            configured=self._configured_identity,
+            configured=self.persistence.configured,
             key_size=int(self.config.get("key_size", 3072)),
+            authenticated=bool(self.config.get("authenticated", True)),
             replay_guard=self.replay_guard,
             parse=parse_address,
         )
@@ -310,19 +304,6 @@ class ObjEnc(BasePlugin):
         """Flush pending writes and close the store (call before exiting)."""
         await self.persistence.close()
 
-    # -- what the glue reads of the session --------------------------------
-
-    def _identities(self) -> Sequence[Identity]:
-        identities = self.keyring.identities
-        if identities:
-            return identities
-        return [self._configured_identity] if self._configured_identity is not None else []
-
-    def _own_certificate(self) -> PeerCertificate | None:
-        """Our own certificate as a recipient; validated once at load."""
-        own = self.persistence.own_certificate
-        return own if own is not None and own.fingerprint == self.identity.fingerprint else None
-
     # -- public API --------------------------------------------------------
 
     @property
@@ -333,14 +314,23 @@ class ObjEnc(BasePlugin):
     @property
     def identity(self) -> Identity:
         """Our active identity. Raises :class:`EncryptionError` before :meth:`ready`."""
-        identity = self.keyring.identity or self._configured_identity
+        identity = self.keyring.identity or self.persistence.configured
         if identity is None:
             raise EncryptionError("no identity yet: await plugin.ready()")
         return identity
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 fingerprint (lowercase hex) of our certificate."""
+        """SHA-256 fingerprint (lowercase hex) of this device's identity certificate:
+        what contacts pin and verify (``identity.fingerprint``, the RSA one, for a
+        device of the draft's profile only)."""
+        keys = self.keyring.device.keys
+        return keys.fingerprint if keys is not None else self.identity.fingerprint
+
+    def _fingerprint_for(self, bare: str) -> str:
+        """Ours as ``bare`` knows us: our identity, unless it speaks only the draft."""
+        if bare == self.xmpp.boundjid.bare or self.keyring.has_identity(bare):
+            return self.fingerprint
         return self.identity.fingerprint
 
     def certificate_pem(self) -> bytes:
@@ -386,6 +376,12 @@ class ObjEnc(BasePlugin):
     async def reject_key_change(self, jid: JID | str, fingerprint: str) -> None:
         """Refuse a changed certificate for good; held stanzas go to the old keys."""
         await self.set_trust(jid, fingerprint, TrustState.REVOKED)
+
+    async def allow_legacy_devices(self, jid: JID | str, allowed: bool = True) -> None:
+        """Accept (and encrypt to) a JID's devices of the draft's profile although
+        it has an identity; their stanzas are delivered *unauthenticated*."""
+        key, value = self.keyring.allow_legacy_now(JID(jid).bare, allowed)
+        await self.storage.set_setting(key, value)
 
     async def require_encryption(self, jid: JID | str, required: bool = True) -> None:
         """Refuse plaintext to ``jid`` even before a certificate is known."""

@@ -44,9 +44,11 @@ __all__ = [
     "AuthSender",
     "OpenedAuthEnvelope",
     "SenderResolver",
+    "addressed_to",
     "is_authenticated",
     "open_authenticated",
     "seal_authenticated",
+    "sender_ids",
 ]
 
 WRAP_ALGO: Final = "HPKE-AUTH-X25519-SHA256-AES128GCM"
@@ -110,6 +112,31 @@ def is_authenticated(e2e: ET.Element) -> bool:
     """Whether an ``<e2e/>`` is in this profile (its ``<data/>`` says so)."""
     data = e2e.find(_DATA)
     return data is not None and data.get("cipher-algo") == CONTENT_ALGO
+
+
+def addressed_to(e2e: ET.Element, keys: Sequence[AuthSender]) -> AuthSender | None:
+    """Which of our keys (``keys``) a ``<key/>`` of this copy names, if any."""
+    named = {
+        (key.get("identity-sha256"), key.get("cert-sha256"))
+        for key in e2e.findall(_KEY)[: MAX_WRAPS + 1]
+        if key.get("cipher-algo") == WRAP_ALGO
+    }
+    for own in keys:
+        if (own.identity_id.hex(), own.encryption_id.hex()) in named:
+            return own
+    return None
+
+
+def sender_ids(e2e: ET.Element) -> tuple[bytes, bytes] | None:
+    """The sender's (identity id, encryption id) as ``<data/>`` claims them, or
+    ``None`` when malformed. A claim: only opening proves it."""
+    data = e2e.findall(_DATA)
+    if len(data) != 1:
+        return None
+    try:
+        return _id(data[0].get("identity-sha256")), _id(data[0].get("cert-sha256"))
+    except InvalidEnvelope:
+        return None
 
 
 def seal_authenticated(

@@ -10,10 +10,8 @@ applies), and an address the normalizer rejects or changes is refused.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import unicodedata
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -21,6 +19,8 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from .algorithms import MIN_RSA_BITS
@@ -31,14 +31,11 @@ __all__ = [
     "ID_ON_XMPPADDR",
     "MAX_CERTIFICATES_PER_JID",
     "MAX_CERTIFICATE_SIZE",
-    "MAX_ITEMS_EXAMINED",
     "MAX_RSA_BITS",
+    "EncryptionKey",
     "Identity",
-    "Limit",
     "Normalizer",
     "PeerCertificate",
-    "Publication",
-    "PublishedItem",
     "canonical_jid",
     "certificate_fingerprint",
     "format_fingerprint",
@@ -46,7 +43,6 @@ __all__ = [
     "load_certificate",
     "load_private_key",
     "normalize_bare_jid",
-    "read_publication",
     "validate_peer_certificate",
     "xmpp_addresses",
 ]
@@ -262,14 +258,39 @@ def load_certificate(pem: bytes) -> x509.Certificate:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerCertificate:
-    """A checked peer certificate: usable for exactly the JIDs it names."""
+class EncryptionKey:
+    """A checked X25519 encryption certificate, issued by the identity it hangs
+    off (authenticated profile, PROTOCOL.md 13): replaced without a prompt."""
 
     certificate: x509.Certificate
-    public_key: rsa.RSAPublicKey
+    public_key: X25519PublicKey
+    fingerprint: str
+
+    def pem(self) -> bytes:
+        """The certificate as PEM."""
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """A checked peer device certificate: usable for exactly the JIDs it names.
+
+    Either an RSA certificate (the draft's profile) or an Ed25519 identity
+    certificate (the authenticated profile), which is used only with
+    :attr:`encryption`, the encryption certificate it issued."""
+
+    certificate: x509.Certificate
+    public_key: rsa.RSAPublicKey | Ed25519PublicKey
     jids: frozenset[str]
     """Normalised bare JIDs from ``id-on-xmppAddr``."""
     fingerprint: str
+    encryption: EncryptionKey | None = None
+    """For an identity: its current encryption certificate, checked against it."""
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether this is an identity of the authenticated profile."""
+        return isinstance(self.public_key, Ed25519PublicKey)
 
     def pem(self) -> bytes:
         """The certificate as PEM."""
@@ -382,125 +403,3 @@ up to this many in all. Every stanza carries one ``<key/>`` per certificate of
 the contact and of our account, so this also bounds a stanza's size: 16 + 16
 RSA-4096 keys are ~23 KiB, a set of 1,500 would be 700 KiB. No one reads
 messages on more than a handful of devices."""
-MAX_ITEMS_EXAMINED: Final = 64
-"""New certificates parsed and checked per fetch, at most (the work a node
-full of junk can make us do)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedItem:
-    """One item of a certificate node, as read off the wire."""
-
-    item_id: str
-    payloads: tuple[str, ...]
-    """The character data of each ``<certificate/>`` child (one is expected)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """A cap a publication exceeded: ``name`` is ``certificates-per-jid``,
-    ``certificates-per-item``, ``certificate-size`` or ``items-examined``."""
-
-    name: str
-    found: int
-    maximum: int
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """What :func:`read_publication` took from a node, and what it left out."""
-
-    certificates: dict[str, PeerCertificate]
-    """Fingerprint -> certificate: those held before first, then in node order."""
-    item_ids: dict[str, str]
-    """Fingerprint -> the id of the item that carried it."""
-    skipped: tuple[tuple[str, str], ...]
-    """(item id, reason) for each item not taken."""
-    limits: tuple[Limit, ...]
-
-
-def read_publication(
-    jid: str,
-    items: Sequence[PublishedItem],
-    *,
-    held: Collection[str] = (),
-    now: datetime | None = None,
-    normalize: Normalizer = normalize_bare_jid,
-    max_certificates: int = MAX_CERTIFICATES_PER_JID,
-    max_examined: int = MAX_ITEMS_EXAMINED,
-) -> Publication:
-    """The usable certificates a JID's node publishes (PROTOCOL.md section 9).
-
-    One bad item never spoils the others: an item without exactly one
-    certificate, one that is not base64, too large, unusable (any
-    :class:`CertificateError` of :func:`validate_peer_certificate`) or not
-    naming ``jid`` is skipped with its reason. Certificates already ``held``
-    (fingerprints) are examined first and always taken; new ones are taken
-    while fewer than ``max_certificates`` are, and at most ``max_examined``
-    new ones are examined. Each cap exceeded is reported in ``limits``.
-    """
-    now = now or utcnow()
-    skipped: list[tuple[str, str]] = []
-    counts: dict[str, list[int]] = {}
-
-    def over(name: str, found: int, maximum: int) -> None:
-        entry = counts.setdefault(name, [0, maximum])
-        entry[0] = max(entry[0], found)
-
-    candidates: dict[str, tuple[str, bytes]] = {}
-    for item in items:
-        if len(item.payloads) != 1:
-            if len(item.payloads) > 1:
-                over("certificates-per-item", len(item.payloads), 1)
-            skipped.append((item.item_id, f"{len(item.payloads)} certificates in one item"))
-            continue
-        text = "".join(item.payloads[0].split())
-        if len(text) > 2 * MAX_CERTIFICATE_SIZE:
-            over("certificate-size", len(text) * 3 // 4, MAX_CERTIFICATE_SIZE)
-            skipped.append((item.item_id, f"certificate of ~{len(text) * 3 // 4} bytes"))
-            continue
-        try:
-            der = base64.b64decode(text, validate=True)
-        except ValueError:
-            skipped.append((item.item_id, "not base64"))
-            continue
-        if len(der) > MAX_CERTIFICATE_SIZE:
-            over("certificate-size", len(der), MAX_CERTIFICATE_SIZE)
-            skipped.append((item.item_id, f"certificate of {len(der)} bytes"))
-            continue
-        fingerprint = hashlib.sha256(der).hexdigest()
-        if fingerprint in candidates:
-            skipped.append((item.item_id, "a certificate published twice"))
-            continue
-        candidates[fingerprint] = (item.item_id, der)
-
-    ordered = [fp for fp in candidates if fp in held] + [fp for fp in candidates if fp not in held]
-    taken: dict[str, PeerCertificate] = {}
-    item_ids: dict[str, str] = {}
-    examined = 0
-    for position, fingerprint in enumerate(ordered):
-        item_id, der = candidates[fingerprint]
-        known = fingerprint in held
-        if not known:
-            if len(taken) >= max_certificates:
-                left = len(ordered) - position
-                over("certificates-per-jid", len(taken) + left, max_certificates)
-                skipped.extend((candidates[fp][0], "over the limit") for fp in ordered[position:])
-                break
-            if examined >= max_examined:
-                over("items-examined", len(ordered) - position + examined, max_examined)
-                skipped.extend((candidates[fp][0], "not examined") for fp in ordered[position:])
-                break
-            examined += 1
-        try:
-            peer = validate_peer_certificate(der, now=now, normalize=normalize)
-        except CertificateError as exc:
-            skipped.append((item_id, str(exc)))
-            continue
-        if jid not in peer.jids:
-            skipped.append((item_id, f"names {', '.join(sorted(peer.jids))}, not {jid}"))
-            continue
-        taken[fingerprint] = peer
-        item_ids[fingerprint] = item_id
-    limits = tuple(Limit(name, found, maximum) for name, (found, maximum) in counts.items())
-    return Publication(taken, item_ids, tuple(skipped), limits)

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Final
 
 from .addressing import Address, AddressParser
+from .auth_envelope import AuthSender
 from .certificates import Identity
 from .constants import (
     DEFAULT_MAX_ENVELOPE_SIZE,
@@ -35,9 +36,9 @@ from .constants import (
     STANZA_KINDS,
     qname,
 )
-from .envelope import OpenedEnvelope, open_envelope
-from .errors import InvalidEnvelope, StaleStanza
+from .errors import StaleStanza
 from .exchanges import Exchanges
+from .opening import DOWNGRADE, UNKNOWN_SENDER, Opened, OpeningContext, OwnKeys, open_copies
 from .rules import (
     SERVER_ADDED,
     ErrorBudget,
@@ -61,7 +62,6 @@ from .timestamps import (
 )
 
 __all__ = [
-    "MAX_OWN_KEYS_TRIED",
     "PARK",
     "PASS",
     "PLAINTEXT_REFUSED",
@@ -72,6 +72,7 @@ __all__ = [
     "DecryptionFailed",
     "Delivered",
     "ErrorAnswer",
+    "FetchSender",
     "ForeignEncryption",
     "InboundContext",
     "Park",
@@ -84,9 +85,6 @@ __all__ = [
     "decide",
     "own_server_delay",
 ]
-
-MAX_OWN_KEYS_TRIED: Final = 3
-"""At most this many of our identities (the active one first) try to open one stanza."""
 
 NS_CARBONS: Final = "urn:xmpp:carbons:2"
 NS_FORWARD: Final = "urn:xmpp:forward:0"
@@ -130,7 +128,7 @@ class InboundContext:
     own: Address
     """Our full JID (bare JID and resource)."""
     identities: Callable[[], Sequence[Identity]]
-    """Our identities, the active one first; empty while none is loaded."""
+    """Our RSA identities, the active one first; empty while none is loaded."""
     replay_guard: ReplayGuard
     """Timestamp and replay state (section 6); :func:`decide` admits into it."""
     exchanges: Exchanges
@@ -138,6 +136,12 @@ class InboundContext:
     clock: Callable[[], datetime]
     parse: AddressParser
     """Parses the addresses found inside envelopes and forwarded messages."""
+    device_keys: Callable[[], Sequence[AuthSender]] = lambda: ()
+    """Our encryption keys of the authenticated profile, the current one first."""
+    opening: OpeningContext = field(default_factory=OpeningContext)
+    """What the key directory knows about senders (which copy to open)."""
+    may_fetch_sender: Callable[[str], bool] = lambda _bare: False
+    """Whether a sender's node may be fetched now (an unknown device wrote)."""
     sticky: Callable[[str], bool] = lambda _bare: False
     """Whether a bare JID is known to encrypt (a certificate held, or required)."""
     is_room: Callable[[str], bool] = lambda _bare: False
@@ -189,6 +193,14 @@ PLAINTEXT_REFUSED: Final = PlaintextRefused()
 
 
 @dataclass(frozen=True, slots=True)
+class FetchSender(Verdict):
+    """Encrypted by a device of :attr:`bare` we do not hold: fetch its node, then
+    decide again (with fetching no longer allowed)."""
+
+    bare: str
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """A stanza admitted by the replay guard, to persist (``Storage.record_admitted``)."""
 
@@ -204,7 +216,8 @@ class Delivered(Verdict):
 
     inner: ET.Element
     """The plaintext stanza, addressed as the server stamped the outer one."""
-    envelope: OpenedEnvelope
+    envelope: Opened
+    """What was opened, and what it proved about the sender."""
     recipient_fingerprint: str
     """Our certificate whose key opened it."""
     sender_bare: str | None
@@ -294,8 +307,8 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         forwarded = _forwarded_message(xml)
         if forwarded is not None:
             return _decide_forwarded(received, *forwarded, ctx)
-    e2e = xml.find(_E2E)
-    if e2e is None or (kind == "message" and kind_type == "groupchat"):
+    copies = xml.findall(_E2E)
+    if not copies or (kind == "message" and kind_type == "groupchat"):
         # groupchat is never encrypted by this protocol: an <e2e/> in it is
         # meaningless, and the stanza is judged as the plaintext it is
         return _decide_plaintext(received, kind, kind_type, ctx)
@@ -313,13 +326,16 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         # Encrypted stanzas come from a contact's client (a full JID); a bare
         # one would make our answers go to the server, unencrypted.
         return case4("forged")
-    identities = ctx.identities()
-    if not identities:
+    keys = OwnKeys(ctx.identities(), ctx.device_keys())
+    if not keys.rsa and not keys.device:
         return UNAVAILABLE
-    opened = _open(e2e, identities, ctx.max_envelope_size)
-    if opened is None:
-        return case4("undecryptable")
-    envelope, recipient_fingerprint = opened
+    envelope = open_copies(copies, keys, sender.bare, ctx.opening, max_size=ctx.max_envelope_size)
+    if isinstance(envelope, str):
+        if envelope == UNKNOWN_SENDER and ctx.may_fetch_sender(sender.bare):
+            return FetchSender(sender.bare)
+        failure = case4("undecryptable")
+        return DecryptionFailed(DOWNGRADE, failure.reply) if envelope == DOWNGRADE else failure
+    recipient_fingerprint = envelope.recipient_fingerprint
     if not consistent(kind, kind_type, envelope.stanza, sender.bare, ctx.own.bare, ctx.parse):
         return case4("forged")
     delay = own_server_delay(xml, ctx.own, ctx.parse) if kind == "message" else None
@@ -349,20 +365,6 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         delay,
         Admission(sender.full, to_ms(envelope.timestamp), to_ms(now), envelope.digest),
     )
-
-
-def _open(
-    e2e: ET.Element, identities: Sequence[Identity], max_size: int
-) -> tuple[OpenedEnvelope, str] | None:
-    for identity in identities[:MAX_OWN_KEYS_TRIED]:
-        try:
-            opened = open_envelope(
-                e2e, identity.private_key, key_id=identity.fingerprint, max_size=max_size
-            )
-        except InvalidEnvelope:
-            continue
-        return opened, identity.fingerprint
-    return None
 
 
 def _readdressed(inner: ET.Element, outer: ET.Element, ctx: InboundContext) -> ET.Element:
@@ -506,8 +508,8 @@ def _decide_forwarded(
         # malformed (several wrappers, several messages, none): never delivered
         # as a carbon, never opened as an archive result
         return ArchiveUnreadable("forged") if archived else DecryptionFailed("forged")
-    e2e = message.find(_E2E)
-    if e2e is None:
+    copies = message.findall(_E2E)
+    if not copies:
         # History may hold plaintext from before; live copies may not.
         contact = message.get("to" if kind == "sent" else "from", "")
         if (
@@ -538,13 +540,15 @@ def _decide_forwarded(
         return fail("forged")
     if kind == "received" and to.bare != own.bare:
         return fail("forged")
-    identities = ctx.identities()
-    if not identities:
+    keys = OwnKeys(ctx.identities(), ctx.device_keys())
+    if not keys.rsa and not keys.device:
         return UNAVAILABLE
-    opened = _open(e2e, identities, ctx.max_envelope_size)
-    if opened is None:
-        return fail("undecryptable")
-    envelope, recipient_fingerprint = opened
+    envelope = open_copies(copies, keys, sender.bare, ctx.opening, max_size=ctx.max_envelope_size)
+    if isinstance(envelope, str):
+        if envelope == UNKNOWN_SENDER and not archived and ctx.may_fetch_sender(sender.bare):
+            return FetchSender(sender.bare)
+        return fail(DOWNGRADE if envelope == DOWNGRADE else "undecryptable")
+    recipient_fingerprint = envelope.recipient_fingerprint
     inner = envelope.stanza
     recipient = to.bare if outgoing else own.bare
     if not consistent("message", message.get("type", ""), inner, sender.bare, recipient, ctx.parse):

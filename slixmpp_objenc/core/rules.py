@@ -28,6 +28,8 @@ __all__ = [
     "EME_NAME",
     "ENCRYPTED_MESSAGE_TYPES",
     "ENCRYPTED_PRESENCE_TYPES",
+    "PROFILE_AUTH",
+    "PROFILE_BOTH",
     "PROFILE_DRAFT",
     "SERVER_ADDED",
     "ErrorBudget",
@@ -57,6 +59,10 @@ ENCRYPTED_PRESENCE_TYPES: Final = frozenset({"", "available", "unavailable"})
 
 PROFILE_DRAFT: Final = "draft-miller-3923bis-02"
 """The draft's wire profile: AES-CBC + HMAC-SHA256, keys wrapped with RSA-OAEP."""
+PROFILE_AUTH: Final = "auth-1"
+"""The authenticated profile (PROTOCOL.md 13)."""
+PROFILE_BOTH: Final = PROFILE_DRAFT + "+" + PROFILE_AUTH
+"""Mixed recipients: one ``<e2e/>`` per profile in the same stanza (13.7)."""
 
 
 # -- sending (PROTOCOL.md section 4) ------------------------------------------
@@ -120,14 +126,22 @@ def recipients(
 
 
 def choose_profile(certificates: Sequence[PeerCertificate]) -> str | None:
-    """The wire profile every one of ``certificates`` can open, or ``None``.
+    """The wire profile(s) for ``certificates``, or ``None`` if one cannot be used.
 
-    Today there is one: :data:`PROFILE_DRAFT`, for RSA certificates. A second
-    profile is chosen here, per recipient set, from the certificates' keys.
+    Per recipient device (PROTOCOL.md 13.7): an identity with its encryption
+    certificate gets the authenticated profile, an RSA certificate the
+    draft's; both kinds give :data:`PROFILE_BOTH` (one copy each). The key
+    directory has already dropped RSA certificates of a JID with an identity
+    (unless its legacy devices are allowed).
     """
-    if certificates and all(isinstance(p.public_key, rsa.RSAPublicKey) for p in certificates):
+    auth = [p for p in certificates if p.authenticated]
+    if any(p.encryption is None for p in auth) or not certificates:
+        return None
+    if not all(isinstance(p.public_key, rsa.RSAPublicKey) for p in certificates if p not in auth):
+        return None
+    if not auth:
         return PROFILE_DRAFT
-    return None
+    return PROFILE_AUTH if len(auth) == len(certificates) else PROFILE_BOTH
 
 
 NS_HINTS: Final = "urn:xmpp:hints"

@@ -32,6 +32,7 @@ __all__ = [
     "SendClear",
     "StripError",
     "Wait",
+    "iq_recipients",
     "plan",
 ]
 
@@ -197,7 +198,10 @@ def _decide(stanza: Outgoing, ctx: OutboundContext) -> Plan:
     error = ctx.load_error()
     if error is not None:
         return Refuse(f"keys could not be loaded: {error}")
-    chosen = recipients(directory.usable(bare), directory.own_devices(), ctx.own_certificate())
+    if stanza.kind == "iq":
+        chosen = iq_recipients(directory.usable(bare))
+    else:
+        chosen = recipients(directory.usable(bare), directory.own_devices(), ctx.own_certificate())
     if chosen:
         profile = choose_profile(chosen)
         if profile is None:
@@ -209,6 +213,15 @@ def _decide(stanza: Outgoing, ctx: OutboundContext) -> Plan:
             "but no usable certificate is held: not sending in the clear"
         )
     return SEND_CLEAR
+
+
+def iq_recipients(contact: Sequence[PeerCertificate]) -> tuple[PeerCertificate, ...]:
+    """Whom an iq is encrypted to: RFC 6120 section 8.2.3 allows one child in an
+    iq, so it carries one ``<e2e/>`` of one profile (PROTOCOL.md 13.7): the
+    contact's identities if it has any, else its RSA certificates. No copy for
+    our own devices: iqs are neither carbon-copied nor archived."""
+    identities = tuple(p for p in contact if p.authenticated)
+    return identities or tuple(contact)
 
 
 def _wait_reason(bare: str, ctx: OutboundContext) -> str | None:

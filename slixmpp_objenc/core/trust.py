@@ -72,6 +72,11 @@ class Observation(StrEnum):
     """A different certificate for a JID we already hold one for, replacing it
     or joining a verified contact, or a new device of our own account: never
     trusted silently; the application decides."""
+    VOUCHED = "vouched"
+    """A new identity certificate (authenticated profile) vouched for by the RSA
+    certificate of the same device that we hold pinned or verified: it takes
+    that trust state without a prompt, once per RSA certificate (PROTOCOL.md
+    13.8)."""
     RESTORED = "restored"
     """A pinned certificate that was unpublished is published again: the same
     key, trusted again (held for a decision instead if the contact has been
@@ -151,12 +156,13 @@ def reconcile(
     own_account: bool = False,
     first_contact: bool = False,
     max_held: int = MAX_HELD_PER_JID,
+    inherited: Mapping[str, TrustState] | None = None,
 ) -> Reconciliation:
     """Take in the set of certificates a JID publishes (PROTOCOL.md sections 9-10).
 
     ``held`` maps the fingerprints held before to their (trust state, source);
     ``published`` are the fingerprints now published (already checked and
-    capped: :func:`~slixmpp_objenc.core.certificates.read_publication`),
+    capped: :func:`~slixmpp_objenc.core.devices.read_publication`),
     ``own`` ours (skipped).
 
     A contact (``own_account`` false): its first publication is pinned
@@ -176,6 +182,10 @@ def reconcile(
     is answered in :class:`Reconciliation`: pinned ones ``unpublished``,
     verified ones kept, pending ones forgotten, revoked ones left alone. A
     pinned certificate published again is ``RESTORED``.
+
+    ``inherited`` maps new identity fingerprints to the trust state of the RSA
+    certificate that vouched for them (already checked, once per RSA
+    certificate): they are ``VOUCHED`` with it, on any node.
     """
     states = {fp: state.value for fp, (state, _source) in held.items()}
     verified = any(state is TrustState.VERIFIED for state, _source in held.values())
@@ -200,6 +210,11 @@ def reconcile(
             result.over_limit += 1
             continue
         room -= 1
+        if inherited and fingerprint in inherited:
+            result.sightings.append(
+                Sighting(fingerprint, Observation.VOUCHED, inherited[fingerprint], previous)
+            )
+            continue
         if own_account:
             if first_contact:
                 observation = Observation.FIRST

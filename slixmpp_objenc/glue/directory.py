@@ -3,7 +3,7 @@
 Publishes ours (contacts-only), fetches a contact's on first contact (one
 shared fetch per contact), follows node notifications (our own other
 devices too), and feeds what it learns to the key ring through the core's
-:func:`~slixmpp_objenc.core.certificates.read_publication` (one bad item is
+:func:`~slixmpp_objenc.core.devices.read_publication` (one bad item is
 skipped, sets are capped) and :func:`~slixmpp_objenc.core.trust.reconcile`
 (a server can hide a key but not undo a verification; a device of ours is
 never trusted without a decision). It is also the view of the key ring the
@@ -24,8 +24,15 @@ from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError, IqTimeout
 
 from ..core import CertificateError, Identity, PeerCertificate, validate_peer_certificate
-from ..core.certificates import PublishedItem, canonical_jid, read_publication
+from ..core.certificates import canonical_jid
 from ..core.constants import NS_OBJENC, qname
+from ..core.devices import (
+    DevicePayload,
+    Publication,
+    PublishedItem,
+    check_vouch,
+    read_publication,
+)
 from ..core.trust import (
     MAX_HELD_PER_JID,
     Observation,
@@ -51,6 +58,10 @@ STICKY_RETRY_SECONDS: Final = 10.0
 MAX_MISSES: Final = 10_000
 
 _CERTIFICATE_TAG: Final = qname(NS_OBJENC, "certificate")
+_DEVICE_TAG: Final = qname(NS_OBJENC, "device")
+_IDENTITY_TAG: Final = qname(NS_OBJENC, "identity")
+_ENCRYPTION_TAG: Final = qname(NS_OBJENC, "encryption")
+_VOUCH_TAG: Final = qname(NS_OBJENC, "vouch")
 
 
 def normalize_jid(text: str) -> str:
@@ -85,7 +96,13 @@ class KeyDirectory:
         self.trust_new_devices = bool(config.get("trust_new_devices"))
         self.trust_own_new_devices = bool(config.get("trust_own_new_devices"))
         self.publisher = Publisher(
-            xmpp, persistence, identity, clock, self.timeout, enabled=self.enabled
+            xmpp,
+            persistence,
+            identity,
+            clock,
+            self.timeout,
+            enabled=self.enabled,
+            device=lambda: keyring.device.keys,
         )
         self.released: Callable[[str], None] = lambda _bare: None
         """Called when a JID has no more decisions pending (held stanzas may go)."""
@@ -161,6 +178,12 @@ class KeyDirectory:
         self._misses.pop(bare, None)
         await self.ensure_discovered(bare)
         return self.usable(bare)
+
+    async def refresh(self, bare: str) -> None:
+        """Read a JID's node again now (a device of it we do not hold wrote to us),
+        sharing a fetch already running."""
+        self._misses.pop(bare, None)
+        await self.ensure_discovered(bare)
 
     async def ensure_discovered(self, bare: str) -> None:
         """One fetch per contact at a time; concurrent senders share it."""
@@ -241,6 +264,7 @@ class KeyDirectory:
             held=held,
             now=self._clock(),
             normalize=self.keyring.normalize,
+            pinned={fp for fp, (trust, _source) in held.items() if trust.usable},
         )
         for item_id, reason in publication.skipped:
             log.info("objenc: ignoring item %r of %s's certificates: %s", item_id, bare, reason)
@@ -259,6 +283,7 @@ class KeyDirectory:
         if own_account:
             self._own_item_ids.update(publication.item_ids)
         first_contact = own_account and complete and self.keyring.own_first_contact
+        inherited = self._vouched(bare, publication)
         result = reconcile(
             held,
             list(publication.certificates),
@@ -267,9 +292,21 @@ class KeyDirectory:
             complete=complete,
             own_account=own_account,
             first_contact=first_contact,
+            inherited=inherited,
         )
         for sighting in result.sightings:
             peer = publication.certificates[sighting.fingerprint]
+            if sighting.observation is Observation.VOUCHED:
+                rsa_fingerprint = publication.vouches[sighting.fingerprint][0]
+                key, value = self.keyring.use_vouch_now(bare, rsa_fingerprint, peer.fingerprint)
+                self._persistence.set_setting(key, value)
+                log.info(
+                    "objenc: %s's identity %s is vouched for by its %s certificate %s",
+                    bare,
+                    peer.fingerprint,
+                    sighting.trust,
+                    rsa_fingerprint,
+                )
             await self.keyring.observe(peer, source="pep", jid=bare, trust=sighting.trust)
             self._report(bare, sighting.observation, sighting.trust, sighting.previous, peer)
         await self._withdrawn(bare, result)
@@ -287,6 +324,25 @@ class KeyDirectory:
             self.released(bare)
         if not publication.certificates:
             self.remember_miss(bare)
+
+    def _vouched(self, bare: str, publication: Publication) -> dict[str, TrustState]:
+        """New identities that take the trust of the RSA certificate vouching for
+        them: one we hold pinned or verified for this JID, not used before."""
+        inherited = {}
+        for fingerprint, (rsa_fingerprint, signature) in publication.vouches.items():
+            record = self.keyring.record(bare, rsa_fingerprint)
+            if (
+                self.keyring.record(bare, fingerprint) is not None
+                or record is None
+                or not record.trust.usable
+                or self.keyring.vouch_used(bare, rsa_fingerprint)
+            ):
+                continue
+            rsa = self.keyring.validated(record)
+            identity = publication.certificates[fingerprint]
+            if rsa is not None and check_vouch(rsa, identity, signature):
+                inherited[fingerprint] = record.trust
+        return inherited
 
     def _report(
         self,
@@ -414,7 +470,21 @@ class KeyDirectory:
 
 
 def _published_item(item: ET.Element) -> PublishedItem:
+    devices = item.findall(_DEVICE_TAG)
+    device = None
+    if devices:
+        # more than one <device/> reads as one with too many certificates
+        device = DevicePayload(
+            tuple(c.text or "" for d in devices for c in d.findall(_IDENTITY_TAG)),
+            tuple(c.text or "" for d in devices for c in d.findall(_ENCRYPTION_TAG)),
+            tuple(
+                (v.get("cert-sha256", ""), v.text or "")
+                for d in devices
+                for v in d.findall(_VOUCH_TAG)
+            ),
+        )
     return PublishedItem(
         item.get("id", ""),
         tuple(c.text or "" for c in item.findall(_CERTIFICATE_TAG)),
+        device,
     )

@@ -9,17 +9,22 @@ still loading) or nothing (dropped). It also reads the server archive
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 import weakref
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
 
-from ..core import EncryptionError, OpenedEnvelope
-from ..core.constants import NS_E2E_ERRORS, NS_OBJENC, qname
+from ..core import EncryptionError, Identity, ReplayGuard
+from ..core.constants import DEFAULT_MAX_ENVELOPE_SIZE, NS_E2E_ERRORS, NS_OBJENC, qname
+from ..core.exchanges import Exchanges
+from ..core.opening import DOWNGRADE, Opened, OpeningContext
 from ..core.receive import (
     NS_FORWARD,
     NS_MAM,
@@ -28,6 +33,7 @@ from ..core.receive import (
     DecryptionFailed,
     Delivered,
     ErrorAnswer,
+    FetchSender,
     ForeignEncryption,
     InboundContext,
     Park,
@@ -37,7 +43,7 @@ from ..core.receive import (
     Verdict,
     decide,
 )
-from ..core.rules import ErrorReply
+from ..core.rules import ErrorBudget, ErrorReply, ReplyPolicy
 from ..events import (
     ArchivedMessage,
     BadTimestampEvent,
@@ -48,7 +54,15 @@ from ..events import (
     UnsupportedEvent,
 )
 from ..keyring import Keyring
-from .common import address, dispatch_local, strip_error
+from .common import (
+    Tasks,
+    address,
+    dispatch_local,
+    handles_mechanism,
+    is_room,
+    parse_address,
+    strip_error,
+)
 from .directory import KeyDirectory
 from .persistence import Persistence
 from .resources import OwnResources
@@ -59,6 +73,11 @@ log = logging.getLogger(__name__)
 
 MAX_PARKED: Final = 1000
 """Encrypted stanzas kept while our keys load; more are dropped (reported)."""
+MAX_AWAITING_SENDER: Final = 64
+"""Stanzas kept per sender while its node is fetched; more are refused (reported)."""
+SENDER_REFETCH_SECONDS: Final = 60.0
+"""A sender's node is fetched for an unknown device at most this often: a server
+sending stanzas that claim unknown devices cannot make us fetch without end."""
 
 _E2E_TAG: Final = qname(NS_OBJENC, "e2e")
 _ARCHIVED_MESSAGE: Final = f"{{{NS_MAM}}}result/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message"
@@ -75,8 +94,13 @@ class Inbound:
         persistence: Persistence,
         keyring: Keyring,
         resources: OwnResources,
+        tasks: Tasks,
     ) -> None:
         self.xmpp = xmpp
+        self._tasks = tasks
+        self._awaiting: dict[str, list[StanzaBase]] = {}
+        self._fetched: dict[str, float] = {}
+        context.may_fetch_sender = self.may_fetch_sender
         self._resources = resources
         self.context = context
         self._directory = directory
@@ -119,6 +143,43 @@ class Inbound:
             if result is not None:
                 dispatch_local(self.xmpp, result)
 
+    def may_fetch_sender(self, bare: str) -> bool:
+        """Whether to fetch ``bare``'s node for a device we do not hold: one fetch
+        at a time, at most every :data:`SENDER_REFETCH_SECONDS`."""
+        if bare in self._awaiting:
+            return True  # one is running: wait for it too
+        last = self._fetched.get(bare)
+        return last is None or time.monotonic() - last >= SENDER_REFETCH_SECONDS
+
+    def _await_sender(self, stanza: StanzaBase, bare: str) -> None:
+        waiting = self._awaiting.get(bare)
+        if waiting is None:
+            waiting = self._awaiting[bare] = []
+            self._tasks.spawn(self._fetch_sender(bare))
+        if len(waiting) >= MAX_AWAITING_SENDER:
+            self.xmpp.event(
+                "objenc_decryption_failed", DecryptionFailedEvent(stanza, "undecryptable")
+            )
+            return
+        waiting.append(stanza)
+
+    async def _fetch_sender(self, bare: str) -> None:
+        """A device of ``bare`` we do not hold wrote: read its node, then decide
+        again on what it sent (no second fetch: unknown then is undecryptable)."""
+        try:
+            await self._directory.refresh(bare)
+        except Exception:
+            log.exception("objenc: reading %s's certificates failed", bare)
+        finally:
+            self._fetched[bare] = time.monotonic()
+            while len(self._fetched) > 4 * MAX_PARKED:
+                del self._fetched[next(iter(self._fetched))]
+            waiting = self._awaiting.pop(bare, [])
+        for stanza in waiting:
+            result = self.receive(stanza)
+            if result is not None:
+                dispatch_local(self.xmpp, result)
+
     def _execute(self, stanza: StanzaBase, verdict: Verdict) -> StanzaBase | None:
         if isinstance(verdict, Pass):
             return stanza
@@ -129,7 +190,17 @@ class Inbound:
         if isinstance(verdict, ArchiveUnreadable):
             self._archive_errors[stanza.xml] = verdict.reason
             return stanza  # the archive result still arrives, ciphertext and all
+        if isinstance(verdict, FetchSender):
+            self._await_sender(stanza, verdict.bare)
+            return None
         if isinstance(verdict, DecryptionFailed):
+            if verdict.reason == DOWNGRADE:
+                log.warning(
+                    "objenc: refused a stanza of the draft's profile (unauthenticated) from "
+                    "%s, which has an identity: a downgrade, or a legacy device of theirs "
+                    "(allow_legacy_devices to accept those)",
+                    stanza["from"],
+                )
             log.info("objenc: cannot open <e2e/> from %s (%s)", stanza["from"], verdict.reason)
             self.xmpp.event(
                 "objenc_decryption_failed", DecryptionFailedEvent(stanza, verdict.reason)
@@ -168,9 +239,7 @@ class Inbound:
         self._parked.append(stanza)  # decided again once the keys are loaded
 
     def _deliver(self, stanza: StanzaBase, verdict: Delivered) -> StanzaBase:
-        info = self._encryption_info(
-            verdict.envelope, verdict.recipient_fingerprint, verdict.sender_bare, verdict.delay
-        )
+        info = self._encryption_info(verdict.envelope, verdict.sender_bare, verdict.delay)
         if verdict.forwarded is not None and verdict.original is not None:
             # A carbon or archive result: opened in place, so slixmpp's own carbon
             # and MAM handling see the plaintext.
@@ -191,25 +260,24 @@ class Inbound:
         return delivered
 
     def _encryption_info(
-        self,
-        envelope: OpenedEnvelope,
-        recipient_fingerprint: str,
-        sender_bare: str | None,
-        delay: datetime | None,
+        self, envelope: Opened, sender_bare: str | None, delay: datetime | None
     ) -> EncryptionInfo:
-        """What ``encryption_info()`` reports; the sender's certificate is the one we
-        hold for it (a usable one first), or none for our own sent messages."""
-        records = self._keyring.records(sender_bare) if sender_bare else []
-        ranked = [r for r in records if r.trust.usable] + records
-        best = ranked[0] if ranked else None
+        """What ``encryption_info()`` reports: the sender device and its trust state
+        only when the stanza proved them (authenticated profile); for the draft's
+        profile, nothing about the sender (anyone holding our certificate could
+        have written it)."""
+        fingerprint = envelope.sender_fingerprint
+        own = self.xmpp.boundjid.bare
+        record = self._keyring.record(sender_bare or own, fingerprint) if fingerprint else None
         return EncryptionInfo(
             timestamp=envelope.timestamp,
             cipher=envelope.cipher,
-            recipient_fingerprint=recipient_fingerprint,
-            sender_fingerprint=best.fingerprint if best else None,
+            recipient_fingerprint=envelope.recipient_fingerprint,
+            sender_fingerprint=fingerprint,
             delay=delay,
-            sender_trust=best.trust if best else None,
+            sender_trust=record.trust if record is not None else None,
             idempotency_key=envelope.digest.hex(),
+            authenticated=envelope.authenticated,
         )
 
     def _error_answer(self, stanza: StanzaBase, verdict: ErrorAnswer) -> StanzaBase:
@@ -268,3 +336,44 @@ class Inbound:
             error = None if info is not None else self._archive_errors.get(wrapper.xml)
             archived.append(ArchivedMessage(self.xmpp._build_stanza(element), info, error))
         return archived
+
+
+def inbound_context(
+    xmpp: Any,
+    config: dict[str, Any],
+    keyring: Keyring,
+    resources: OwnResources,
+    exchanges: Exchanges,
+    clock: Callable[[], datetime],
+    *,
+    identities: Callable[[], Sequence[Identity]],
+    ready: Callable[[], bool],
+    replay_guard: ReplayGuard,
+) -> InboundContext:
+    """The receiving side's context, from the plugin's configuration."""
+    return InboundContext(
+        own=address(xmpp.boundjid),
+        identities=identities,
+        device_keys=keyring.device.senders,
+        opening=OpeningContext(
+            resolve_sender=keyring.resolve_sender,
+            has_identity=keyring.has_identity,
+            legacy_allowed=keyring.legacy_allowed,
+        ),
+        replay_guard=replay_guard,
+        exchanges=exchanges,
+        clock=clock,
+        parse=parse_address,
+        sticky=keyring.sticky,
+        is_room=functools.partial(is_room, xmpp),
+        handles_mechanism=functools.partial(handles_mechanism, xmpp),
+        encrypting_own_resource=resources.encrypting,
+        ready=ready,
+        refuse_plaintext=bool(config.get("refuse_plaintext", True)),
+        replies=ReplyPolicy(
+            ErrorBudget(int(config.get("error_replies_per_minute", 10))),
+            decryption_failed=bool(config.get("error_replies", True)),
+            bad_timestamp=bool(config.get("bad_timestamp_replies", True)),
+        ),
+        max_envelope_size=int(config.get("max_envelope_size", DEFAULT_MAX_ENVELOPE_SIZE)),
+    )

@@ -18,12 +18,15 @@ import re
 import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from slixmpp import Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase, tostring
 
 from ..core import BlockCipher, EncryptionError, PeerCertificate, Recipient, seal
+from ..core.auth_envelope import AuthRecipient, seal_authenticated
 from ..core.constants import NS_OBJENC, qname
 from ..core.rules import EME_NAME, may_stand_beside_envelope, outside_envelope
 from ..core.send import (
@@ -49,6 +52,8 @@ _MUC_TAG: Final = qname("http://jabber.org/protocol/muc", "x")
 _ESCAPED: Final = re.compile("[&<>\"']")
 _XML_LANG: Final = "{http://www.w3.org/XML/1998/namespace}lang"
 
+_AUTH_KEY_SIZE: Final = 400
+"""Bytes of one ``<key/>`` of the authenticated profile (two hex ids, enc, ct)."""
 DEFAULT_MAX_STANZA_SIZE: Final = 256 * 1024
 """The usual server limit on one stanza (Prosody's c2s_stanza_size_limit, ejabberd's
 max_stanza_size): bytes."""
@@ -160,8 +165,13 @@ class Outbound:
         plus one wrapped key per recipient and what stays outside."""
         content = estimated_size(stanza.xml) + 64  # the 'from' the sender adds
         envelope = (content * 4 // 3 + 80) * 4 // 3 + 300
-        keys = sum(p.public_key.key_size // 6 + 200 for p in decision.recipients)
-        return envelope + keys + 600 + _attributes_size(stanza.xml) + SIZE_MARGIN
+        draft = [p.public_key for p in decision.recipients if not p.authenticated]
+        copies = (1 if draft else 0) + (1 if len(draft) < len(decision.recipients) else 0)
+        keys = sum(
+            k.key_size // 6 + 200 if isinstance(k, rsa.RSAPublicKey) else _AUTH_KEY_SIZE
+            for k in (p.public_key for p in decision.recipients)
+        )
+        return copies * envelope + keys + 600 + _attributes_size(stanza.xml) + SIZE_MARGIN
 
     def _too_large(self, size: int) -> str:
         return (
@@ -272,20 +282,12 @@ class Outbound:
             if not had_from:
                 del xml.attrib["from"]
         timestamp = self._persistence.next_timestamp()
-        named = len(recipients) > 1  # one <key/> per certificate, each named
-        e2e = seal(
-            stanza_string,
-            [Recipient(p.public_key, p.fingerprint if named else None) for p in recipients],
-            timestamp=timestamp,
-            cipher=self.cipher,
-            random_bytes=self.random_bytes,
-            pad_to=self.padding,
-        )
+        copies = self._seal_copies(stanza_string, recipients, timestamp)
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         outside = outside_envelope(xml, stanza.name, self.fallback_body)
         size = (
-            estimated_size(e2e)
+            sum(estimated_size(e2e) for e2e in copies)
             + sum(estimated_size(e) for e in outside)
             + _attributes_size(xml)
             + SIZE_MARGIN
@@ -297,11 +299,61 @@ class Outbound:
         scrub(stanza)
         xml.attrib.pop(_XML_LANG, None)  # the language stays inside
         xml.set("id", outer_id)
-        xml.append(e2e)
+        xml.extend(copies)
         xml.extend(outside)
         self._sealed[xml] = _children_snapshot(xml)
         request = isinstance(stanza, Iq) and xml.get("type") in ("get", "set")
         self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]), request=request)
+
+    def _seal_copies(
+        self, stanza_string: bytes, recipients: Sequence[PeerCertificate], timestamp: datetime
+    ) -> list[ET.Element]:
+        """One ``<e2e/>`` per profile the recipients speak (PROTOCOL.md 13.7): the
+        draft's first (a draft-only receiver opens the first one), then ours."""
+        draft = [p for p in recipients if not p.authenticated]
+        devices = [p for p in recipients if p.authenticated]
+        copies = []
+        if draft:
+            named = len(draft) > 1  # one <key/> per certificate, each named
+            copies.append(
+                seal(
+                    stanza_string,
+                    [
+                        Recipient(p.public_key, p.fingerprint if named else None)
+                        for p in draft
+                        if isinstance(p.public_key, rsa.RSAPublicKey)
+                    ],
+                    timestamp=timestamp,
+                    cipher=self.cipher,
+                    random_bytes=self.random_bytes,
+                    pad_to=self.padding,
+                )
+            )
+        if devices:
+            senders = self._directory.keyring.device.senders()
+            if not senders:
+                raise EncryptionError("no keys of ours for the authenticated profile")
+            copies.append(
+                seal_authenticated(
+                    stanza_string,
+                    senders[0],
+                    [_auth_recipient(p) for p in devices],
+                    timestamp=timestamp,
+                    pad_to=self.padding,
+                    random_bytes=self.random_bytes,
+                )
+            )
+        return copies
+
+
+def _auth_recipient(peer: PeerCertificate) -> AuthRecipient:
+    if peer.encryption is None:
+        raise EncryptionError(f"no encryption certificate for {peer.fingerprint}")
+    return AuthRecipient(
+        bytes.fromhex(peer.fingerprint),
+        bytes.fromhex(peer.encryption.fingerprint),
+        peer.encryption.public_key,
+    )
 
 
 def estimated_size(element: ET.Element) -> int:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ class Persistence:
         self.load_error: BaseException | None = None
         self.own_certificate: PeerCertificate | None = None
         """Our own certificate as a recipient, validated once at load."""
+        self.configured: Identity | None = None
+        """An RSA identity given in the configuration (``identity``, ``key_file``)."""
         self.timestamps = TimestampSource(clock)
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._writer_task: asyncio.Future[None] | None = None
@@ -71,6 +73,29 @@ class Persistence:
         self._admissions = 0
         self._last_sent: datetime | None = None
         self._stored_last_sent: datetime | None = None
+
+    # -- what the glue reads ---------------------------------------------------
+
+    def identities(self) -> Sequence[Identity]:
+        """Our RSA identities, the active one first (the configured one before load)."""
+        identities = self.keyring.identities
+        if identities:
+            return identities
+        return [self.configured] if self.configured is not None else []
+
+    def own_recipient(self) -> PeerCertificate | None:
+        """Our own certificate as a recipient of what we send: our identity in the
+        authenticated profile, else the RSA one validated at load."""
+        device = self.keyring.device.certificate()
+        if device is not None:
+            return device
+        own = self.own_certificate
+        identity = self.keyring.identity or self.configured
+        return (
+            own
+            if own is not None and identity and own.fingerprint == identity.fingerprint
+            else None
+        )
 
     # -- loading -----------------------------------------------------------
 
@@ -81,6 +106,7 @@ class Persistence:
         configured: Identity | None,
         key_size: int,
         replay_guard: ReplayGuard,
+        authenticated: bool = True,
         parse: AddressParser,
     ) -> None:
         """Open the store, load or make our identity, restore the replay state and
@@ -97,6 +123,8 @@ class Persistence:
             else:
                 await self.keyring.ensure_identity(bare, key_size=key_size)
             self._check_own_identity(bare, configured, parse)
+            if authenticated:
+                await self.keyring.device.ensure(bare)
             await self._load_replay_state(replay_guard)
             last = await self.storage.get_setting(LAST_SENT)
             if last:

@@ -21,7 +21,9 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.xep_0004 import Form
 
 from ..core import Identity
-from ..core.constants import NS_OBJENC
+from ..core.constants import NS_OBJENC, qname
+from ..core.devices import vouch_for
+from ..core.identities import DeviceKeys
 from ..core.publication import (
     PUBLICATION_SETTING,
     PUBLISH_OPTIONS,
@@ -61,10 +63,12 @@ class Publisher:
         timeout: float,
         *,
         enabled: bool,
+        device: Callable[[], DeviceKeys | None] = lambda: None,
     ) -> None:
         self.xmpp = xmpp
         self._persistence = persistence
         self._identity = identity
+        self._device = device
         self._clock = clock
         self.timeout = timeout
         self.state = Publication(PublicationStatus.PENDING if enabled else PublicationStatus.OFF)
@@ -86,13 +90,38 @@ class Publisher:
 
     async def _attempt(self) -> bool:
         identity = self._identity()
-        steps = PublicationSteps(identity.fingerprint)
+        device = self._device()
+        # Our <device/> item goes through the steps (it carries what contacts pin);
+        # then, on the node they checked, the RSA one for draft-only peers.
+        item_id, payload = _item(identity, device)
+        steps = PublicationSteps(item_id)
         self._set(steps.state)
         step = steps.step
         while step is not Step.DONE:
-            step = steps.answer(await self._perform(step, identity, steps.submission))
+            answer = await self._perform(step, identity, item_id, payload, steps.submission)
+            step = steps.answer(answer)
+        if device is not None and steps.state.published:
+            answer = await self._publish_legacy(identity)
+            if answer.condition:
+                log.warning("objenc: our RSA certificate was not published: %s", answer.condition)
         self._set(steps.state)
         return steps.state.published
+
+    async def _publish_legacy(self, identity: Identity) -> Answer:
+        """Our RSA certificate's item (§9), for peers of the draft's profile only."""
+        try:
+            await self.xmpp.plugin["xep_0060"].publish(
+                None,
+                NODE_CERTS,
+                id=identity.fingerprint,
+                payload=_payload(identity),
+                timeout=self.timeout,
+            )
+        except IqError as exc:
+            return Answer.error(exc.iq["error"]["condition"], exc.iq["error"]["text"])
+        except IqTimeout:
+            return Answer.error("timeout", f"no answer in {self.timeout:g} s")
+        return Answer.success()
 
     def _set(self, state: Publication) -> None:
         changed = state != self.state
@@ -111,7 +140,14 @@ class Publisher:
             record = publication_record(state, self._clock())
             self._persistence.set_setting(PUBLICATION_SETTING, record)
 
-    async def _perform(self, step: Step, identity: Identity, submission: dict[str, str]) -> Answer:
+    async def _perform(
+        self,
+        step: Step,
+        identity: Identity,
+        item_id: str,
+        payload: ET.Element | Certificate,
+        submission: dict[str, str],
+    ) -> Answer:
         pubsub = self.xmpp.plugin["xep_0060"]
         try:
             if step is Step.PUBLISH_WITH_OPTIONS or step is Step.PUBLISH:
@@ -119,8 +155,8 @@ class Publisher:
                 await pubsub.publish(
                     None,
                     NODE_CERTS,
-                    id=identity.fingerprint,
-                    payload=_payload(identity),
+                    id=item_id,
+                    payload=payload,
                     options=_form(_FORM_TYPE_OPTIONS, PUBLISH_OPTIONS) if with_options else None,
                     timeout=self.timeout,
                 )
@@ -133,10 +169,11 @@ class Publisher:
             elif step is Step.CONFIGURE:
                 config = _form(_FORM_TYPE_CONFIG, submission)
                 await pubsub.set_node_config(None, NODE_CERTS, config, timeout=self.timeout)
-            elif step is Step.RETRACT:
-                await pubsub.retract(
-                    None, NODE_CERTS, identity.fingerprint, notify=True, timeout=self.timeout
-                )
+            elif step is Step.RETRACT:  # every item of ours: never left on an open node
+                for retracted in dict.fromkeys((item_id, identity.fingerprint)):
+                    await pubsub.retract(
+                        None, NODE_CERTS, retracted, notify=True, timeout=self.timeout
+                    )
         except IqError as exc:
             log.info("objenc: %s refused: %s", step.value, exc.iq["error"]["condition"])
             return Answer.error(exc.iq["error"]["condition"], exc.iq["error"]["text"])
@@ -145,10 +182,32 @@ class Publisher:
         return Answer.success()
 
 
+def _item(identity: Identity, device: DeviceKeys | None) -> tuple[str, ET.Element | Certificate]:
+    """The item the publication steps publish: our device's, or the RSA one."""
+    if device is None:
+        return identity.fingerprint, _payload(identity)
+    return device.fingerprint, device_payload(identity, device)
+
+
 def _payload(identity: Identity) -> Certificate:
     payload = Certificate()
     der = identity.certificate.public_bytes(Encoding.DER)
     payload["value"] = base64.b64encode(der).decode("ascii")
+    return payload
+
+
+def device_payload(identity: Identity, device: DeviceKeys) -> ET.Element:
+    """``<device><identity/><encryption/><vouch cert-sha256/></device>``: base64
+    DER of both certificates, and the RSA identity's vouch for ours."""
+    payload = ET.Element(qname(NS_OBJENC, "device"))
+    for name, certificate in (
+        ("identity", device.identity_certificate),
+        ("encryption", device.encryption_certificate),
+    ):
+        child = ET.SubElement(payload, qname(NS_OBJENC, name))
+        child.text = base64.b64encode(certificate.public_bytes(Encoding.DER)).decode("ascii")
+    vouch = ET.SubElement(payload, qname(NS_OBJENC, "vouch"), {"cert-sha256": identity.fingerprint})
+    vouch.text = base64.b64encode(vouch_for(identity, device.identity_certificate)).decode()
     return payload
 
 

@@ -51,7 +51,7 @@ class Verification:
         xmpp: Any,
         keyring: Keyring,
         *,
-        fingerprint: Callable[[], str],
+        fingerprint: Callable[[str], str],
         encryption_info: Callable[[StanzaBase], EncryptionInfo | None],
         set_trust: Callable[[str, str, TrustState], Awaitable[None]],
         random_bytes: Callable[[int], bytes],
@@ -71,13 +71,14 @@ class Verification:
         """Every certificate we encrypt to for ``bare``: for our own account (two
         clients of ours verifying each other), its whole set, ours included."""
         if bare == self.xmpp.boundjid.bare:
-            return self.own_set()
+            return self.own_set(bare)
         return frozenset(p.fingerprint for p in self._keyring.usable(bare))
 
-    def own_set(self) -> frozenset[str]:
-        """Our certificate and those of our other devices we encrypt to."""
+    def own_set(self, bare: str) -> frozenset[str]:
+        """Our certificate as ``bare`` knows it (our identity, or our RSA certificate
+        for a peer of the draft's profile only) and our other devices we encrypt to."""
         own = self._keyring.usable(self.xmpp.boundjid.bare)
-        return frozenset(p.fingerprint for p in own) | {self._fingerprint()}
+        return frozenset(p.fingerprint for p in own) | {self._fingerprint(bare)}
 
     # -- initiator -----------------------------------------------------------------
 
@@ -87,8 +88,8 @@ class Verification:
         if not peer.resource:
             raise EncryptionError("verification needs the contact's full JID")
         peer_set = self.peer_set(peer.bare)
-        own_set = self.own_set()
-        ours = self._fingerprint()
+        own_set = self.own_set(peer.bare)
+        ours = self._fingerprint(peer.bare)
         if not peer_set - {ours}:
             raise EncryptionError(f"no usable certificate for {peer.bare}")
         sid = base64.b32encode(self._random_bytes(10)).decode("ascii").lower()
@@ -229,12 +230,12 @@ class Verification:
         bare = iq["from"].bare
         claimed = request["cert"]
         peer_set = self.peer_set(bare)
-        if claimed not in peer_set - {self._fingerprint()} or sid in self._sessions:
+        if claimed not in peer_set - {self._fingerprint(bare)} or sid in self._sessions:
             raise VerificationError("unknown certificate or session")
-        own_set = self.own_set()
+        own_set = self.own_set(bare)
         responder = _Responder(own_set, peer_set, self._random_bytes, claimed=claimed)
         sas = reply["objenc_sas"]
-        sas["cert"] = self._fingerprint()
+        sas["cert"] = self._fingerprint(bare)
         sas["nonce"] = _b64(responder.receive_commit(_unb64(request["commit"])))
         sas["initiator"] = _fingerprints(peer_set)
         sas["responder"] = _fingerprints(own_set)

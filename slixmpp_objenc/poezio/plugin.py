@@ -204,8 +204,9 @@ class Plugin(E2EEPlugin):
         return text.conversation_state(bare, self._held(bare), usable, keyring.sticky(bare))
 
     def _own_fingerprint(self) -> str | None:
-        identity = self.objenc.keyring.identity
-        return None if identity is None else str(identity.fingerprint)
+        """This device's fingerprint (its identity's), once our keys are loaded."""
+        keys, identity = self.objenc.keyring.device.keys, self.objenc.keyring.identity
+        return str((keys or identity).fingerprint) if keys or identity else None
 
     def _status(self, bare: str | None) -> list[str]:
         own = self.core.xmpp.boundjid.bare

@@ -33,6 +33,12 @@ class OwnIdentityRecord:
     created_at: datetime
     active: bool = True
     """The active identity is the one published and used to decrypt first."""
+    encryption_key_pem: bytes | None = None
+    """For an Ed25519 identity (the authenticated profile, docs/PROTOCOL.md section 13):
+    the current X25519 encryption key (PKCS#8 PEM) and its certificate, issued by this
+    identity. ``None`` for an RSA identity (the draft's profile)."""
+    encryption_cert_pem: bytes | None = None
+    """The certificate of :attr:`encryption_key_pem` (PEM); see there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +53,16 @@ class PeerRecord:
     last_seen: datetime
     source: str = "manual"
     """Where it came from: ``manual``, ``pep``, ``import``."""
+    encryption_pem: bytes | None = None
+    """For an identity certificate (authenticated profile): the latest encryption
+    certificate it issued that we checked against it (PEM); ``None`` for an RSA
+    certificate or before one is known. Replaced without a trust change (PROTOCOL.md 13)."""
 
     def with_trust(self, trust: TrustState) -> PeerRecord:
         return replace(self, trust=trust)
+
+    def with_encryption(self, pem: bytes | None) -> PeerRecord:
+        return replace(self, encryption_pem=pem)
 
 
 class Storage(abc.ABC):

@@ -33,7 +33,10 @@ bump, and refuses, without writing anything, a file whose version is newer
 than :data:`MIGRATIONS` knows. Adding a version is appending one entry, e.g.
 ``_sql("ALTER TABLE peers ADD COLUMN label TEXT")``. Version 2 keeps the replay
 state per sender bare JID (PROTOCOL.md 6); digests from version 1 have no known
-sender and are kept, refused from every sender, until they expire.
+sender and are kept, refused from every sender, until they expire. Version 3
+adds the authenticated profile's keys (PROTOCOL.md 13): an identity's X25519
+encryption key and certificate, a peer's latest encryption certificate (all
+``NULL`` for RSA, so older rows read as such).
 
 Times are stored as integer milliseconds since the epoch, UTC (sub-millisecond
 precision is truncated, like everywhere else in the protocol), and come back
@@ -167,9 +170,16 @@ _V2_REPLAY_PER_SENDER: Final = _sql(
     """,
 )
 
+_V3_ENCRYPTION_CERTIFICATES: Final = _sql(
+    "ALTER TABLE identities ADD COLUMN encryption_key_pem BLOB",
+    "ALTER TABLE identities ADD COLUMN encryption_cert_pem BLOB",
+    "ALTER TABLE peers ADD COLUMN encryption_pem BLOB",
+)
+
 MIGRATIONS: list[Migration] = [
     _V1_INITIAL_SCHEMA,
     _V2_REPLAY_PER_SENDER,
+    _V3_ENCRYPTION_CERTIFICATES,
 ]
 """``MIGRATIONS[n]`` migrates version ``n`` to ``n + 1``; the latest version is its length."""
 
@@ -230,6 +240,10 @@ def _to_ms(value: datetime) -> int:
 
 def _from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _blob(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _prefix_upper_bound(prefix: str) -> str | None:
@@ -382,7 +396,8 @@ class SQLiteStorage(Storage):
     async def load_identities(self) -> list[OwnIdentityRecord]:
         with self._tx(write=False) as conn:
             rows = conn.execute(
-                "SELECT fingerprint, key_pem, cert_pem, created_at, active"
+                "SELECT fingerprint, key_pem, cert_pem, created_at, active,"
+                " encryption_key_pem, encryption_cert_pem"
                 " FROM identities ORDER BY created_at, id"
             ).fetchall()
         return [
@@ -392,8 +407,10 @@ class SQLiteStorage(Storage):
                 cert_pem=bytes(cert_pem),
                 created_at=_from_ms(created_at),
                 active=bool(active),
+                encryption_key_pem=_blob(enc_key),
+                encryption_cert_pem=_blob(enc_cert),
             )
-            for fingerprint, key_pem, cert_pem, created_at, active in rows
+            for fingerprint, key_pem, cert_pem, created_at, active, enc_key, enc_cert in rows
         ]
 
     async def save_identity(self, record: OwnIdentityRecord) -> None:
@@ -403,15 +420,18 @@ class SQLiteStorage(Storage):
             bytes(record.cert_pem),
             _to_ms(record.created_at),
             int(bool(record.active)),
+            _blob(record.encryption_key_pem),
+            _blob(record.encryption_cert_pem),
         )
         with self._tx(write=True) as conn:
             # An upsert, not INSERT OR REPLACE: the row keeps its id, hence its place.
             conn.execute(
-                "INSERT INTO identities (fingerprint, key_pem, cert_pem, created_at, active)"
-                " VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO identities (fingerprint, key_pem, cert_pem, created_at, active,"
+                " encryption_key_pem, encryption_cert_pem) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (fingerprint) DO UPDATE SET key_pem = excluded.key_pem,"
                 " cert_pem = excluded.cert_pem, created_at = excluded.created_at,"
-                " active = excluded.active",
+                " active = excluded.active, encryption_key_pem = excluded.encryption_key_pem,"
+                " encryption_cert_pem = excluded.encryption_cert_pem",
                 params,
             )
 
@@ -420,8 +440,8 @@ class SQLiteStorage(Storage):
     async def load_peers(self) -> list[PeerRecord]:
         with self._tx(write=False) as conn:
             rows = conn.execute(
-                "SELECT jid, fingerprint, cert_pem, trust, first_seen, last_seen, source"
-                " FROM peers ORDER BY jid, fingerprint"
+                "SELECT jid, fingerprint, cert_pem, trust, first_seen, last_seen, source,"
+                " encryption_pem FROM peers ORDER BY jid, fingerprint"
             ).fetchall()
         return [
             PeerRecord(
@@ -432,8 +452,9 @@ class SQLiteStorage(Storage):
                 first_seen=_from_ms(first_seen),
                 last_seen=_from_ms(last_seen),
                 source=source,
+                encryption_pem=_blob(enc_pem),
             )
-            for jid, fingerprint, cert_pem, trust, first_seen, last_seen, source in rows
+            for jid, fingerprint, cert_pem, trust, first_seen, last_seen, source, enc_pem in rows
         ]
 
     async def save_peer(self, record: PeerRecord) -> None:
@@ -445,12 +466,13 @@ class SQLiteStorage(Storage):
             _to_ms(record.first_seen),
             _to_ms(record.last_seen),
             record.source,
+            _blob(record.encryption_pem),
         )
         with self._tx(write=True) as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO peers"
-                " (jid, fingerprint, cert_pem, trust, first_seen, last_seen, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO peers (jid, fingerprint, cert_pem, trust,"
+                " first_seen, last_seen, source, encryption_pem)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 params,
             )
 

@@ -18,6 +18,7 @@ from slixmpp import JID, ClientXMPP
 
 from slixmpp_objenc.core import Identity, InvalidEnvelope, generate_identity, open_envelope
 from slixmpp_objenc.core.constants import NS_OBJENC
+from slixmpp_objenc.core.identities import DeviceKeys, generate_device_keys
 from slixmpp_objenc.core.verification import VerificationError
 from slixmpp_objenc.plugin import NODE_CERTS
 from slixmpp_objenc.stanza import Certificate
@@ -76,6 +77,27 @@ async def log_in_with_the_password(
     return attacker
 
 
+async def publish_a_device_with_the_password(
+    connect_client: Connector, jid: str, password: str, keys: DeviceKeys
+) -> ClientXMPP:
+    """The same, with a device of the authenticated profile (identity and
+    encryption certificate of its own)."""
+    attacker = await connect_client(
+        jid, password, plugins=["xep_0030", "xep_0060", "xep_0163"], resource="attacker"
+    )
+    payload = ET.Element(f"{{{NS_OBJENC}}}device")
+    for name, certificate in (
+        ("identity", keys.identity_certificate),
+        ("encryption", keys.encryption_certificate),
+    ):
+        child = ET.SubElement(payload, f"{{{NS_OBJENC}}}{name}")
+        child.text = base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
+    await attacker.plugin["xep_0060"].publish(
+        None, NODE_CERTS, id=keys.fingerprint, payload=payload, timeout=WAIT
+    )
+    return attacker
+
+
 def sent_messages(wire: list[str], to_bare: str) -> list[ET.Element]:
     found = []
     for text in wire:
@@ -118,11 +140,15 @@ async def test_a_certificate_published_with_the_password_cannot_read_what_we_sen
     msg = await asyncio.wait_for(got.get(), WAIT)
     assert msg["body"] == body
     [outer] = sent_messages(wire.sent, friend_jid)
-    named = {k.get("cert-sha256") for k in outer.findall(f"{E2E}/{KEY}")}
+    # one copy, of the authenticated profile, for the two devices' identities
+    [e2e] = outer.findall(E2E)
+    named = {k.get("identity-sha256") for k in e2e.findall(KEY)}
     assert attacker_identity.fingerprint not in named
-    assert named == {victim.plugin["objenc"].fingerprint, friend.plugin["objenc"].fingerprint}
-    e2e = outer.find(E2E)
-    assert e2e is not None
+    devices = {
+        victim.plugin["objenc"].fingerprint,
+        friend.plugin["objenc"].fingerprint,
+    }
+    assert named == devices
     with pytest.raises(InvalidEnvelope):
         open_envelope(e2e, attacker_identity.private_key, key_id=attacker_identity.fingerprint)
     with pytest.raises(InvalidEnvelope):
@@ -205,9 +231,9 @@ async def test_verification_covers_every_certificate_of_the_contact(
     bob_jid, bob_pw = await account("bob")
     alice = await connect(connect_client, alice_jid, alice_pw, tmp_path / "A1", "A1")
     bob = await connect(connect_client, bob_jid, bob_pw, tmp_path / "B1", "B1")
-    slipped = generate_identity(bob_jid, key_size=2048)
+    slipped = generate_device_keys(bob_jid)
     bob_held = queue_of(bob, "objenc_own_device_held")
-    intruder = await log_in_with_the_password(connect_client, bob_jid, bob_pw, slipped)
+    intruder = await publish_a_device_with_the_password(connect_client, bob_jid, bob_pw, slipped)
     await asyncio.wait_for(bob_held.get(), WAIT)
     intruder.disconnect()
     await befriend(alice, bob)

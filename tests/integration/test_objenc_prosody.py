@@ -142,7 +142,9 @@ async def test_message_is_encrypted_on_the_wire_and_delivered(pair: tuple[Peer, 
     assert msg["body"] == "Wherefore art thou"
     assert str(msg["from"]) == alice.jid
     info = bob.plugin.encryption_info(msg)
-    assert info is not None and info.sender_fingerprint == alice.identity.fingerprint
+    # these peers exchanged only their RSA certificates by hand: the draft's
+    # profile, which proves nothing about the sender (issue 12)
+    assert info is not None and not info.authenticated and info.sender_fingerprint is None
     wire = [s for s in bob.raw_in if NS_OBJENC in s]
     assert wire and all("Wherefore" not in s for s in bob.raw_in)
 

@@ -71,7 +71,9 @@ async def test_every_device_is_published_contacts_only(
     contact_jid, contact_pw = await account("contact")
     contact = await connect_client(contact_jid, contact_pw, plugins=["xep_0030", "xep_0060"])
     await befriend(contact, first)
+    # each device: its <device/> item (authenticated profile) and its RSA one
     fingerprints = {c.plugin["objenc"].fingerprint for c in (first, second)}
+    fingerprints |= {c.plugin["objenc"].identity.fingerprint for c in (first, second)}
     assert await items_seen_by(contact, jid) == fingerprints
     # a stranger finds nothing
     stranger = await connect_client(plugins=["xep_0030", "xep_0060"])

@@ -281,7 +281,7 @@ async def test_every_device_of_both_parties_reads_every_message(
             if element.tag.rsplit("}", 1)[-1] != "message":
                 continue
             keys = element.find(E2E).findall(KEY)  # type: ignore[union-attr]
-            named = [k.get("cert-sha256") for k in keys]
+            named = [k.get("identity-sha256") for k in keys]  # authenticated profile
             assert len(keys) == 4, f"{sender} sent {len(keys)} keys"
             assert set(named) == alice_fps | bob_fps, named
 
@@ -866,7 +866,9 @@ async def test_length_padding_hides_the_exact_size(
         lengths[size] = await ciphertext_length("p" * size, n)
     print(f"[objenc sizes] len(T) by body length: {lengths}")
     for size, length in lengths.items():
-        assert (length - 16) % 64 == 0, f"{size}: T is {length} bytes"
+        # authenticated profile: T = 12-byte nonce || E' (one byte short of a
+        # multiple of 64) || 16-byte tag, so len(T) - 27 is the size class
+        assert (length - 27) % 64 == 0, f"{size}: T is {length} bytes"
     # A 64-byte class of E' holds 48 bytes of stanza (base64): bodies up to 48
     # characters apart fall in at most two neighbouring classes...
     small = {lengths[n] for n in (1, 5, 10, 20, 30, 40, 48)}

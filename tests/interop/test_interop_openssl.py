@@ -455,8 +455,13 @@ async def test_plugin_to_openssl_client(
     assert "end-to-end encrypted" in fallback and body not in fallback
     if juliet_plain.done():
         assert body not in str(juliet_plain.result())
+    # romeo's device also speaks the authenticated profile: the draft's copy (for
+    # juliet) comes first, which a reader of the draft only takes; then the
+    # authenticated copy for romeo's own device (PROTOCOL.md 13.7)
     envelopes = outer.xml.findall(f"{{{NS}}}e2e")
-    assert len(envelopes) == 1
+    assert len(envelopes) == 2
+    auth_data = envelopes[1].find(f"{{{NS}}}data")
+    assert auth_data is not None and auth_data.get("cipher-algo") == "AES-256-GCM"
     data = envelopes[0].find(f"{{{NS}}}data")
     assert data is not None
     assert data.get("cipher-algo") == (cipher or "AES-128-CBC-PKCS5-WITH-IV")
@@ -467,7 +472,7 @@ async def test_plugin_to_openssl_client(
         open_envelope,
         pair.juliet_key,
         e2e_xml,
-        "--cert",  # one <key/> per certificate: juliet's, and romeo's own
+        "--cert",  # the draft's copy: one <key/>, juliet's
         pair.juliet_cert,
         "--plain-out",
         plain_file,

@@ -395,17 +395,16 @@ class TestOurOwnOtherClients(OwnClientsCase):
         assert raw is not None and b"jabber:iq:roster" in raw
 
 
-class TestKnownGapNoSenderAuthentication(HostileTestCase):
+class TestNoSenderAuthenticationInTheDraftProfile(HostileTestCase):
     """The draft's envelope has no sender authentication: anyone holding our
     (public) certificate, the server included, can seal a stanza "from" a
-    verified contact. Pinned here until the authenticated profile lands."""
+    contact. Since the authenticated profile (issue 12), such a stanza is
+    never presented as the contact's: ``encryption_info()`` says it is
+    unauthenticated and reports no sender or trust state, even for a verified
+    contact; and once the contact has an identity, the draft's profile is
+    refused from it altogether (``downgrade``, tests/stanza/test_auth_profile.py)."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="draft-miller-3923bis-02 has no sender authentication; fixed only by the "
-        "authenticated profile (Ed25519 identities, HPKE Auth mode), a later issue",
-    )
-    def test_an_envelope_forged_from_a_verified_contact_is_refused(self) -> None:
+    def test_an_envelope_forged_from_a_verified_contact_is_not_reported_as_theirs(self) -> None:
         from slixmpp.xmlstream import tostring
 
         from slixmpp_objenc.core.trust import TrustState
@@ -424,4 +423,7 @@ class TestKnownGapNoSenderAuthentication(HostileTestCase):
             f"<message xmlns='jabber:client' from='{ALICE_FULL}' "
             f"to='tester@localhost/resource' type='chat' id='x1'>{tostring(e2e)}</message>"
         )
-        assert self.delivered_messages() == []
+        [delivered] = self.delivered_messages()
+        info = self.plugin.encryption_info(delivered)
+        assert info is not None and not info.authenticated
+        assert info.sender_fingerprint is None and info.sender_trust is None

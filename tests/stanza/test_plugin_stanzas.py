@@ -236,7 +236,10 @@ class TestInbound(ObjEncTestCase):
         delivered = self.events["message"][0]
         assert str(delivered["from"]) == "alice@example.org/phone"
         info = self.plugin.encryption_info(delivered)
-        assert info is not None and info.sender_fingerprint == ALICE.fingerprint
+        # the draft's profile proves nothing about its sender (issue 12): the
+        # certificate held for Alice is not reported as if she had written it
+        assert info is not None and not info.authenticated
+        assert info.sender_fingerprint is None and info.sender_trust is None
         assert info.recipient_fingerprint == TESTER.fingerprint
         assert len(self.events["objenc_decrypted"]) == 1
         self.send(None)  # success: never an error

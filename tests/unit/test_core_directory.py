@@ -11,12 +11,8 @@ import base64
 import hostile_certificates as hostile
 import pytest
 
-from slixmpp_objenc.core.certificates import (
-    MAX_CERTIFICATE_SIZE,
-    MAX_CERTIFICATES_PER_JID,
-    PublishedItem,
-    read_publication,
-)
+from slixmpp_objenc.core.certificates import MAX_CERTIFICATE_SIZE, MAX_CERTIFICATES_PER_JID
+from slixmpp_objenc.core.devices import PublishedItem, read_publication
 from slixmpp_objenc.core.trust import (
     MAX_HELD_PER_JID,
     Observation,

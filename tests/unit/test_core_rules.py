@@ -14,7 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from slixmpp_objenc.core import Identity, PeerCertificate, validate_peer_certificate
 from slixmpp_objenc.core.addressing import Address, simple_address
 from slixmpp_objenc.core.constants import NS_OBJENC
+from slixmpp_objenc.core.devices import validate_device
+from slixmpp_objenc.core.identities import DeviceKeys, generate_device_keys
 from slixmpp_objenc.core.rules import (
+    PROFILE_AUTH,
+    PROFILE_BOTH,
     PROFILE_DRAFT,
     ErrorBudget,
     ErrorReply,
@@ -672,3 +676,60 @@ def test_error_budget_many_senders_stay_bounded() -> None:
     for n in range(1000):
         assert budget.take(f"flood{n}@example.org")
     assert len(budget._buckets) == 100
+
+
+# ------------------------------------------------------- choose_profile: the authenticated profile
+
+
+@pytest.fixture(scope="module")
+def device_keys() -> list[DeviceKeys]:
+    return [generate_device_keys(jid) for jid in (CONTACT, CONTACT, OWN_BARE)]
+
+
+@pytest.fixture(scope="module")
+def identities(device_keys: list[DeviceKeys]) -> list[PeerCertificate]:
+    """Identities with their encryption certificates (authenticated profile)."""
+    return [
+        validate_device(d.identity_certificate, encryption=d.encryption_certificate)
+        for d in device_keys
+    ]
+
+
+def test_choose_profile_identities_with_encryption_are_the_authenticated_profile(
+    identities: list[PeerCertificate],
+) -> None:
+    assert choose_profile(identities[:1]) == PROFILE_AUTH
+    assert choose_profile(identities) == PROFILE_AUTH
+
+
+def test_choose_profile_rsa_only_is_still_the_draft(peers: list[PeerCertificate]) -> None:
+    assert choose_profile(peers[:2]) == PROFILE_DRAFT
+
+
+def test_choose_profile_mixed_is_both(
+    peers: list[PeerCertificate], identities: list[PeerCertificate]
+) -> None:
+    assert choose_profile([peers[0], identities[0]]) == PROFILE_BOTH
+    assert choose_profile([identities[0], peers[0], identities[1], peers[1]]) == PROFILE_BOTH
+
+
+def test_choose_profile_none_for_an_identity_without_encryption(
+    peers: list[PeerCertificate],
+    device_keys: list[DeviceKeys],
+    identities: list[PeerCertificate],
+) -> None:
+    bare = validate_device(device_keys[0].identity_certificate)
+    assert bare.authenticated and bare.encryption is None
+    assert choose_profile([bare]) is None
+    assert choose_profile([identities[1], bare]) is None
+    assert choose_profile([peers[0], bare]) is None
+    assert choose_profile([peers[0], identities[1], bare]) is None
+
+
+def test_choose_profile_none_for_an_odd_key_next_to_identities(
+    peers: list[PeerCertificate], identities: list[PeerCertificate]
+) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    odd = dataclasses.replace(peers[0], public_key=ec_key)  # type: ignore[arg-type]
+    assert choose_profile([identities[0], odd]) is None
+    assert choose_profile([identities[0], peers[1], odd]) is None

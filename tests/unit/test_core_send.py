@@ -193,9 +193,8 @@ def test_answer_to_an_encrypted_iq_from_our_other_device_is_encrypted(
     # not (yet) known to announce the protocol: the answer cannot go in the clear
     assert isinstance(plan(out("iq", "result", phone, "q1"), ctx), Refuse)
     ctx.encrypting_own_resource = lambda full: full == phone  # issue 9, kind 7
-    assert plan(out("iq", "result", phone, "q1"), ctx) == Encrypt(
-        (peers[2], peers[4]), PROFILE_DRAFT
-    )
+    # an iq carries one <e2e/> and no copy for ourselves (never carbon-copied or archived)
+    assert plan(out("iq", "result", phone, "q1"), ctx) == Encrypt((peers[2],), PROFILE_DRAFT)
     # no usable certificate of our other clients: refused, never in the clear
     empty = context(FakeDirectory({}), own=peers[4])
     empty.encrypting_own_resource = lambda full: full == phone

@@ -104,6 +104,93 @@ async def test_identity_save_replaces_by_fingerprint(store: Storage) -> None:
     assert loaded[1] == identity(2)
 
 
+# -- the authenticated profile's keys (PROTOCOL.md 13) ------------------------------
+
+ENC_KEY = b"-----BEGIN PRIVATE KEY-----\nX25519 %d\x00\xff\n"
+ENC_CERT = b"-----BEGIN CERTIFICATE-----\nX25519 issued by Ed25519 %d\n"
+
+
+async def test_identity_without_encryption_keys_reads_none(store: Storage) -> None:
+    record = OwnIdentityRecord("ab" * 32, b"rsa key", b"rsa cert", T0, False)  # positional
+    assert record.encryption_key_pem is None
+    assert record.encryption_cert_pem is None
+    await store.save_identity(record)
+    [loaded] = await store.load_identities()
+    assert loaded == record
+    assert loaded.encryption_key_pem is None
+    assert loaded.encryption_cert_pem is None
+
+
+async def test_identity_encryption_keys_round_trip(store: Storage) -> None:
+    record = replace(identity(1), encryption_key_pem=ENC_KEY % 1, encryption_cert_pem=ENC_CERT % 1)
+    await store.save_identity(record)
+    await store.save_identity(identity(2))
+    loaded = await store.load_identities()
+    assert loaded == [record, identity(2)]
+    assert loaded[0].encryption_key_pem == ENC_KEY % 1
+    assert loaded[0].encryption_cert_pem == ENC_CERT % 1
+
+
+async def test_identity_save_replaces_the_encryption_keys(store: Storage) -> None:
+    first = replace(identity(1), encryption_key_pem=ENC_KEY % 1, encryption_cert_pem=ENC_CERT % 1)
+    await store.save_identity(first)
+    await store.save_identity(identity(2))
+    rotated = replace(first, encryption_key_pem=ENC_KEY % 2, encryption_cert_pem=ENC_CERT % 2)
+    await store.save_identity(rotated)
+    assert await store.load_identities() == [rotated, identity(2)]  # keeps its place
+    cleared = replace(rotated, encryption_key_pem=None, encryption_cert_pem=None)
+    await store.save_identity(cleared)
+    assert await store.load_identities() == [cleared, identity(2)]
+
+
+async def test_peer_without_encryption_certificate_reads_none(store: Storage) -> None:
+    record = PeerRecord(
+        "juliet@capulet.net", "cd" * 32, b"rsa cert", TrustState.TOFU, T0, T0, "pep"
+    )  # positional, as the draft's profile builds it
+    assert record.encryption_pem is None
+    await store.save_peer(record)
+    [loaded] = await store.load_peers()
+    assert loaded == record
+    assert loaded.encryption_pem is None
+
+
+async def test_peer_encryption_certificate_round_trips(store: Storage) -> None:
+    with_cert = peer(n=1, encryption_pem=ENC_CERT % 1)
+    empty = peer(n=2, encryption_pem=b"")  # not the same as none
+    without = peer(n=3)
+    for record in (with_cert, empty, without):
+        await store.save_peer(record)
+    loaded = by_key(await store.load_peers())
+    assert loaded == by_key([with_cert, empty, without])
+    assert [r.encryption_pem for r in loaded] == [ENC_CERT % 1, b"", None]
+
+
+async def test_with_trust_keeps_the_encryption_certificate(store: Storage) -> None:
+    record = peer(encryption_pem=ENC_CERT % 1)
+    await store.save_peer(record)
+    verified = record.with_trust(TrustState.VERIFIED)
+    assert verified.encryption_pem == ENC_CERT % 1
+    await store.save_peer(verified)
+    [loaded] = await store.load_peers()
+    assert loaded.trust is TrustState.VERIFIED
+    assert loaded.encryption_pem == ENC_CERT % 1
+
+
+async def test_a_new_encryption_certificate_replaces_the_old(store: Storage) -> None:
+    record = peer(trust=TrustState.VERIFIED, encryption_pem=ENC_CERT % 1)
+    other = peer(jid="romeo@montague.net", encryption_pem=ENC_CERT % 9)
+    await store.save_peer(record)
+    await store.save_peer(other)
+    renewed = record.with_encryption(ENC_CERT % 2)
+    assert renewed == replace(record, encryption_pem=ENC_CERT % 2)  # nothing else changes
+    await store.save_peer(renewed)
+    assert by_key(await store.load_peers()) == by_key([renewed, other])
+    forgotten = renewed.with_encryption(None)
+    await store.save_peer(forgotten)
+    assert by_key(await store.load_peers()) == by_key([forgotten, other])
+    assert forgotten.trust is TrustState.VERIFIED
+
+
 # -- peers ---------------------------------------------------------------------------
 
 

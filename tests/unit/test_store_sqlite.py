@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
@@ -14,14 +16,19 @@ import tempfile
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slixmpp_objenc.core import EncryptionError, ReplayGuard, StaleStanza
+from slixmpp_objenc.core.certificates import certificate_fingerprint
 from slixmpp_objenc.core.replay import ReplayPolicy, SenderState
 from slixmpp_objenc.core.timestamps import ReplayGuardState
 from slixmpp_objenc.store import MemoryStorage, OwnIdentityRecord, PeerRecord, TrustState
@@ -430,7 +437,7 @@ async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
 
 
 async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path: Path) -> None:
-    assert len(MIGRATIONS) == 2
+    assert len(MIGRATIONS) == 3
     assert pragma(db_path, "user_version") == len(MIGRATIONS)
     assert pragma(db_path, "application_id") == APPLICATION_ID
     conn = raw(db_path)
@@ -844,7 +851,7 @@ async def test_migration_from_version_1_keeps_the_replay_state(
     s = SQLiteStorage(db_path)
     await s.open()
     try:
-        assert pragma(db_path, "user_version") == 2
+        assert pragma(db_path, "user_version") == len(MIGRATIONS)
         state = await s.load_replay_state()
         assert state.last_accepted == last
         assert state.seen == seen
@@ -978,3 +985,193 @@ async def test_a_pruned_store_never_reopens_a_replay(store: SQLiteStorage) -> No
         with pytest.raises(StaleStanza):
             guard.check(sender, at, digest, now=end, delay=at)
     assert isinstance(await store.load_replay_state(), ReplayGuardState)
+
+
+# -- schema 3: the authenticated profile's keys (PROTOCOL.md 13) -------------------------------
+
+VECTORS = REPO_ROOT / "tests" / "vectors"
+V2_STORE = VECTORS / "store-v2.sqlite"
+"""A store as schema 2 wrote it (store-v2.json says what it holds)."""
+
+
+def v2_store_copy(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A private copy (0600, as the store demands) of the version 2 store, and its description."""
+    directory = tmp_path / "data"
+    directory.mkdir(mode=0o700)
+    path = directory / "juliet%40capulet.lit.sqlite3"
+    shutil.copyfile(V2_STORE, path)
+    os.chmod(path, 0o600)
+    described: dict[str, Any] = json.loads((VECTORS / "store-v2.json").read_text())
+    return path, described
+
+
+def columns(path: Path, table: str) -> list[str]:
+    conn = raw(path)
+    try:
+        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    finally:
+        conn.close()
+
+
+def ms(value: datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+async def test_a_version_2_store_migrates_and_keeps_everything(tmp_path: Path) -> None:
+    path, described = v2_store_copy(tmp_path)
+    assert pragma(path, "user_version") == described["user_version"] == 2
+    assert "encryption_pem" not in columns(path, "peers")
+    s = SQLiteStorage(path)
+    await s.open()
+    try:
+        assert pragma(path, "user_version") == len(MIGRATIONS) == 3
+        identities = await s.load_identities()
+        peers = await s.load_peers()
+        state = await s.load_replay_state()
+        settings = await s.settings_with_prefix("")
+    finally:
+        await s.close()
+    assert integrity(path) == ["ok"]
+    assert columns(path, "identities")[-2:] == ["encryption_key_pem", "encryption_cert_pem"]
+    assert columns(path, "peers")[-1] == "encryption_pem"
+
+    assert len(identities) == len(described["identities"]) == 1
+    for own, want in zip(identities, described["identities"], strict=True):
+        assert own.fingerprint == want["fingerprint"]
+        assert sha256(own.key_pem).hexdigest() == want["key_pem_sha256"]
+        assert sha256(own.cert_pem).hexdigest() == want["cert_pem_sha256"]
+        cert = x509.load_pem_x509_certificate(own.cert_pem)
+        assert certificate_fingerprint(cert) == own.fingerprint
+        assert ms(own.created_at) == want["created_at_ms"]
+        assert own.active is want["active"]
+        assert own.encryption_key_pem is None
+        assert own.encryption_cert_pem is None
+
+    want_peers = {(p["jid"], p["fingerprint"]): p for p in described["peers"]}
+    assert {(p.jid, p.fingerprint) for p in peers} == set(want_peers)
+    assert {p.trust for p in peers} == {TrustState.VERIFIED, TrustState.TOFU}
+    for held in peers:
+        want = want_peers[(held.jid, held.fingerprint)]
+        assert held.trust is TrustState(want["trust"])
+        assert held.source == want["source"] == "pep"
+        assert sha256(held.cert_pem).hexdigest() == want["cert_pem_sha256"]
+        cert = x509.load_pem_x509_certificate(held.cert_pem)
+        assert certificate_fingerprint(cert) == held.fingerprint
+        assert ms(held.first_seen) == want["first_seen_ms"]
+        assert ms(held.last_seen) == want["last_seen_ms"]
+        assert held.encryption_pem is None
+
+    assert settings == described["settings"]
+    replay = described["replay"]
+    assert state == ReplayGuardState(
+        last_accepted={k: (v[0], v[1]) for k, v in replay["last_accepted"].items()},
+        seen=[(bytes.fromhex(d), t) for d, t in replay["seen"]],
+        senders={
+            k: SenderState(v["floor_ms"], v["active_ms"], [bytes.fromhex(d) for d in v["digests"]])
+            for k, v in replay["senders"].items()
+        },
+        forgotten_floor_ms=replay["forgotten_floor_ms"],
+    )
+    [admitted] = replay["admitted"]
+    guard = ReplayGuard()
+    guard.restore(state)
+    now = datetime.fromtimestamp(admitted["received_ms"] / 1000, UTC)
+    with pytest.raises(StaleStanza, match="replay"):
+        guard.check(
+            admitted["sender"],
+            datetime.fromtimestamp(admitted["timestamp_ms"] / 1000, UTC),
+            bytes.fromhex(admitted["digest"]),
+            now=now,
+        )
+
+
+async def test_the_new_fields_persist_in_a_migrated_store(tmp_path: Path) -> None:
+    path, _ = v2_store_copy(tmp_path)
+    s = SQLiteStorage(path)
+    await s.open()
+    try:
+        [rsa_identity] = await s.load_identities()
+        ed25519 = OwnIdentityRecord(
+            "ed" * 32,
+            b"-----BEGIN PRIVATE KEY-----\nEd25519\n",
+            b"-----BEGIN CERTIFICATE-----\nEd25519\n",
+            rsa_identity.created_at + timedelta(days=1),
+            encryption_key_pem=b"-----BEGIN PRIVATE KEY-----\nX25519\n",
+            encryption_cert_pem=b"-----BEGIN CERTIFICATE-----\nX25519\n",
+        )
+        await s.save_identity(replace(rsa_identity, active=False))
+        await s.save_identity(ed25519)
+        verified, tofu = sorted(
+            await s.load_peers(), key=lambda p: p.trust is not TrustState.VERIFIED
+        )
+        assert (verified.trust, tofu.trust) == (TrustState.VERIFIED, TrustState.TOFU)
+        renewed = verified.with_encryption(b"-----BEGIN CERTIFICATE-----\nX25519 of romeo\n")
+        await s.save_peer(renewed)
+        newcomer = replace(peer(7), encryption_pem=b"-----BEGIN CERTIFICATE-----\nX25519 7\n")
+        await s.save_peer(newcomer)
+        before = await snapshot(s)
+    finally:
+        await s.close()
+
+    s = SQLiteStorage(path)
+    await s.open()
+    try:
+        assert await snapshot(s) == before
+        identities = await s.load_identities()
+        peers = {p.fingerprint: p for p in await s.load_peers()}
+    finally:
+        await s.close()
+    assert identities == [replace(rsa_identity, active=False), ed25519]
+    assert identities[0].encryption_key_pem is None
+    assert identities[1].encryption_key_pem == ed25519.encryption_key_pem
+    assert identities[1].encryption_cert_pem == ed25519.encryption_cert_pem
+    assert peers[renewed.fingerprint] == renewed
+    assert peers[renewed.fingerprint].trust is TrustState.VERIFIED  # no trust change
+    assert peers[newcomer.fingerprint] == newcomer
+    assert peers[tofu.fingerprint] == tofu
+    assert peers[tofu.fingerprint].encryption_pem is None
+
+
+async def test_a_migrated_store_is_not_migrated_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = v2_store_copy(tmp_path)
+    s = SQLiteStorage(path)
+    await s.open()
+    before = await snapshot(s)
+    await s.close()
+    assert pragma(path, "user_version") == len(MIGRATIONS)
+
+    def must_not_run(conn: sqlite3.Connection) -> None:
+        raise AssertionError("a migration ran again")
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", [must_not_run] * len(MIGRATIONS))
+    s = SQLiteStorage(path)
+    await s.open()
+    try:
+        assert await snapshot(s) == before
+    finally:
+        await s.close()
+    assert pragma(path, "user_version") == len(MIGRATIONS)
+    # and the step itself could not run twice (the columns exist)
+    conn = raw(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="duplicate column"):
+            MIGRATIONS[2](conn)
+    finally:
+        conn.close()
+
+
+def test_the_version_2_fixture_is_self_contained() -> None:
+    """One file, at version 2, in rollback-journal mode: nothing lives in a WAL beside it."""
+    conn = sqlite3.connect(V2_STORE.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        conn.close()
+    header = V2_STORE.read_bytes()[:20]
+    assert header.startswith(b"SQLite format 3\x00")
+    assert header[18:20] == b"\x01\x01"  # legacy (not WAL) read and write versions
+    for suffix in ("-wal", "-shm", "-journal"):
+        assert not V2_STORE.with_name(V2_STORE.name + suffix).exists()

@@ -1,0 +1,170 @@
+"""Which copy of a stanza we open, and with which key (PROTOCOL.md 13.7).
+
+A stanza carries one ``<e2e/>`` per profile its recipients speak: the
+draft's (RSA) and the authenticated one. A device of the authenticated
+profile opens only its authenticated copy when there is one for it (the
+RSA copy of the same stanza is never a second chance); an RSA copy is
+opened only from a sender no identity certificate is held for, or whose
+legacy devices the user allowed, and then it is *unauthenticated*: it says
+nothing about who wrote it. Everything here is pure: the key directory is
+read through callables.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from .auth_envelope import (
+    CONTENT_ALGO,
+    AuthSender,
+    SenderResolver,
+    addressed_to,
+    is_authenticated,
+    open_authenticated,
+    sender_ids,
+)
+from .certificates import Identity
+from .envelope import open_envelope
+from .errors import InvalidEnvelope
+
+__all__ = [
+    "DOWNGRADE",
+    "MAX_OWN_KEYS_TRIED",
+    "UNDECRYPTABLE",
+    "UNKNOWN_SENDER",
+    "Opened",
+    "OpeningContext",
+    "OwnKeys",
+    "open_copies",
+]
+
+MAX_OWN_KEYS_TRIED: Final = 3
+"""At most this many of our RSA identities (the active one first) try to open one stanza."""
+MAX_COPIES: Final = 2
+"""``<e2e/>`` elements in one stanza, at most: one per profile."""
+
+UNDECRYPTABLE: Final = "undecryptable"
+DOWNGRADE: Final = "downgrade"
+"""An RSA copy from a sender an identity is held for (and no legacy allowed)."""
+UNKNOWN_SENDER: Final = "unknown-sender"
+"""An authenticated copy for us from a device we do not hold (yet): fetch its
+node first, then decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnKeys:
+    """Our private keys, as the receiving side uses them."""
+
+    rsa: Sequence[Identity] = ()
+    """Our RSA identities, the active one first (the draft's profile)."""
+    device: Sequence[AuthSender] = ()
+    """Our X25519 encryption keys with their certificate ids, the current one first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """One copy opened: what it holds and what it proved."""
+
+    stanza: ET.Element
+    stanza_bytes: bytes
+    timestamp: datetime
+    digest: bytes
+    """The replay digest: M (draft profile) or SHA-256(T) (authenticated)."""
+    cipher: str
+    """The content cipher's wire name."""
+    recipient_fingerprint: str
+    """Our certificate whose key opened it (the identity, authenticated profile)."""
+    sender_fingerprint: str | None = None
+    """The sender device's identity fingerprint, proven by the wrap; ``None``
+    for the draft's profile, which proves nothing about its sender."""
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the sender is proven (authenticated profile)."""
+        return self.sender_fingerprint is not None
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningContext:
+    """What the directory knows about senders, for :func:`open_copies`."""
+
+    resolve_sender: SenderResolver = lambda _jid, _identity, _encryption: None
+    """A device we hold for the outer sender's bare JID (see :data:`SenderResolver`)."""
+    has_identity: Callable[[str], bool] = lambda _bare: False
+    """Whether an identity certificate is held for a bare JID (RSA is then refused)."""
+    legacy_allowed: Callable[[str], bool] = lambda _bare: False
+    """Whether the user allowed a JID's legacy (RSA-only) devices."""
+
+
+def open_copies(
+    copies: Sequence[ET.Element],
+    keys: OwnKeys,
+    sender: str,
+    ctx: OpeningContext,
+    *,
+    max_size: int,
+) -> Opened | str:
+    """Open the copy meant for us among the ``<e2e/>`` elements of one stanza
+    from the bare JID ``sender``; or say why not: :data:`UNDECRYPTABLE`
+    (deliberately no finer), :data:`DOWNGRADE` or :data:`UNKNOWN_SENDER`."""
+    if not copies or len(copies) > MAX_COPIES:
+        return UNDECRYPTABLE
+    authenticated = [c for c in copies if is_authenticated(c)]
+    draft = [c for c in copies if not is_authenticated(c)]
+    if len(authenticated) > 1 or len(draft) > 1:
+        return UNDECRYPTABLE
+    if authenticated and keys.device:
+        own = addressed_to(authenticated[0], keys.device)
+        if own is not None:
+            return _open_authenticated(authenticated[0], own, sender, ctx, max_size)
+    if not draft or not keys.rsa:
+        return UNDECRYPTABLE
+    if ctx.has_identity(sender) and not ctx.legacy_allowed(sender):
+        return DOWNGRADE
+    return _open_draft(draft[0], keys.rsa, max_size)
+
+
+def _open_authenticated(
+    e2e: ET.Element, own: AuthSender, sender: str, ctx: OpeningContext, max_size: int
+) -> Opened | str:
+    ids = sender_ids(e2e)
+    if ids is None:
+        return UNDECRYPTABLE
+    if ctx.resolve_sender(sender, *ids) is None:
+        return UNKNOWN_SENDER
+    try:
+        opened = open_authenticated(e2e, own, ctx.resolve_sender, sender, max_size=max_size)
+    except InvalidEnvelope:
+        return UNDECRYPTABLE
+    return Opened(
+        opened.stanza,
+        opened.stanza_bytes,
+        opened.timestamp,
+        opened.digest,
+        CONTENT_ALGO,
+        own.identity_id.hex(),
+        opened.sender_identity_id.hex(),
+    )
+
+
+def _open_draft(e2e: ET.Element, identities: Sequence[Identity], max_size: int) -> Opened | str:
+    for identity in identities[:MAX_OWN_KEYS_TRIED]:
+        try:
+            opened = open_envelope(
+                e2e, identity.private_key, key_id=identity.fingerprint, max_size=max_size
+            )
+        except InvalidEnvelope:
+            continue
+        return Opened(
+            opened.stanza,
+            opened.stanza_bytes,
+            opened.timestamp,
+            opened.digest,
+            opened.cipher,
+            identity.fingerprint,
+        )
+    return UNDECRYPTABLE
