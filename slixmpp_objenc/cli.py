@@ -39,7 +39,7 @@ from .core.publication import PUBLICATION_SETTING, read_publication_record
 from .core.timestamps import utcnow
 from .core.trust import Observation
 from .glue.directory import normalize_jid
-from .keyring import Keyring
+from .keyring import Keyring, is_identity
 from .store import PeerRecord, SQLiteStorage, TrustState, account_store_path, default_data_dir
 
 __all__ = ["main"]
@@ -194,6 +194,11 @@ async def _keygen(account: Account, args: argparse.Namespace) -> int:
             )
         print("Fingerprint (SHA-256):")
         print(format_fingerprint(identity.fingerprint))
+        device = keyring.device.keys
+        if device is not None:
+            print("Device:      Ed25519 identity and X25519 encryption key (authenticated profile)")
+            print("Device fingerprint (SHA-256), what contacts pin and verify:")
+            print(format_fingerprint(device.fingerprint))
         return 0
 
     return await _with_keyring(account, action, create=True)
@@ -257,13 +262,22 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
                 f"{r.jid} (own device)" if r.jid == own else r.jid,
                 r.trust.value,
                 r.source,
+                "Ed25519" if is_identity(r.cert_pem) else "RSA",
                 _when(r.first_seen),
                 _when(r.last_seen),
                 show(r.fingerprint),
             )
             for r in records
         ]
-        header = ("JID", "TRUST", "SOURCE", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "FINGERPRINT")
+        header = (
+            "JID",
+            "TRUST",
+            "SOURCE",
+            "KEY",
+            "FIRST SEEN (UTC)",
+            "LAST SEEN (UTC)",
+            "FINGERPRINT",
+        )
         for line in _table(header, rows):
             print(line)
         held = [r for r in records if r.jid == own and r.trust.pending]

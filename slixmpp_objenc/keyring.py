@@ -175,6 +175,11 @@ class Keyring:
         """Ours, the active one first."""
         return list(self._identities)
 
+    def own_fingerprints(self) -> set[str]:
+        """Every certificate of this device: RSA identities and our device's identity."""
+        keys = self.device.keys
+        return {i.fingerprint for i in self._identities} | ({keys.fingerprint} if keys else set())
+
     @property
     def identity(self) -> Identity | None:
         """The active identity, if any."""

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from .core import CertificateError, PeerCertificate, certificate_fingerprint, load_certificate
+from .core import CertificateError, PeerCertificate, load_certificate
 from .core.auth_envelope import AuthSender
 from .core.certificates import Normalizer
 from .core.devices import validate_device
@@ -36,6 +36,7 @@ class OwnDevice:
         self.keys: DeviceKeys | None = None
         """Ours, once made or loaded."""
         self._certificate: PeerCertificate | None = None
+        self._senders: tuple[DeviceKeys, list[AuthSender]] | None = None
 
     def load(self, records: Sequence[OwnIdentityRecord]) -> None:
         """Take ours from the store's identities (those with an encryption key);
@@ -71,13 +72,14 @@ class OwnDevice:
         keys = self.keys
         if keys is None:
             return []
-        return [
-            AuthSender(
+        if self._senders is None or self._senders[0] is not keys:
+            sender = AuthSender(
                 keys.encryption_key,
                 bytes.fromhex(keys.fingerprint),
-                bytes.fromhex(certificate_fingerprint(keys.encryption_certificate)),
+                bytes.fromhex(keys.encryption_fingerprint),
             )
-        ]
+            self._senders = (keys, [sender])
+        return self._senders[1]
 
     def certificate(self) -> PeerCertificate | None:
         """Our identity with its encryption certificate, as a recipient of our own

@@ -20,7 +20,7 @@ input (``cryptography`` parses and verifies; nothing here parses DER).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -71,11 +71,16 @@ class DeviceKeys:
     identity_certificate: x509.Certificate
     encryption_key: X25519PrivateKey
     encryption_certificate: x509.Certificate
+    fingerprint: str = field(init=False)
+    """The device's fingerprint: SHA-256 of the identity certificate's DER."""
+    encryption_fingerprint: str = field(init=False)
+    """SHA-256 of the encryption certificate's DER (its id on the wire)."""
 
-    @property
-    def fingerprint(self) -> str:
-        """The device's fingerprint: SHA-256 of the identity certificate's DER."""
-        return certificate_fingerprint(self.identity_certificate)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", certificate_fingerprint(self.identity_certificate))
+        object.__setattr__(
+            self, "encryption_fingerprint", certificate_fingerprint(self.encryption_certificate)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ class KeyDirectory:
         self._own_item_ids: dict[str, str] = {}
         self._told_withdrawn: set[tuple[str, str]] = set()
         self._retracting: set[asyncio.Future[None]] = set()
+        self._changes: dict[str, asyncio.Event] = {}
         self._asked_own: set[str] = set()
         """Certificates on our node the application was asked about this session."""
 
@@ -242,6 +243,15 @@ class KeyDirectory:
         """PEP access follows presence subscriptions: an earlier refusal may be stale."""
         self._misses.pop(presence["from"].bare, None)
 
+    async def next_change(self, bare: str) -> None:
+        """Wait until a JID's node is read again (a notification), at most
+        ``discovery_timeout`` seconds."""
+        event = self._changes.setdefault(bare, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), self.timeout)
+        except TimeoutError:
+            self._changes.pop(bare, None)
+
     def forget_miss(self, bare: str) -> None:
         """It uses this protocol after all: look again on the next send."""
         self._misses.pop(bare, None)
@@ -283,11 +293,11 @@ class KeyDirectory:
         if own_account:
             self._own_item_ids.update(publication.item_ids)
         first_contact = own_account and complete and self.keyring.own_first_contact
-        inherited = self._vouched(bare, publication)
+        inherited = vouched_trust(self.keyring, bare, publication)
         result = reconcile(
             held,
             list(publication.certificates),
-            {i.fingerprint for i in self.keyring.identities},
+            self.keyring.own_fingerprints(),
             trust_new_devices=self.trust_own_new_devices if own_account else self.trust_new_devices,
             complete=complete,
             own_account=own_account,
@@ -320,29 +330,13 @@ class KeyDirectory:
             )
         if first_contact:
             await self.keyring.own_devices_known()
+        changed = self._changes.pop(bare, None)
+        if changed is not None:
+            changed.set()
         if not self.keyring.pending(bare):
             self.released(bare)
         if not publication.certificates:
             self.remember_miss(bare)
-
-    def _vouched(self, bare: str, publication: Publication) -> dict[str, TrustState]:
-        """New identities that take the trust of the RSA certificate vouching for
-        them: one we hold pinned or verified for this JID, not used before."""
-        inherited = {}
-        for fingerprint, (rsa_fingerprint, signature) in publication.vouches.items():
-            record = self.keyring.record(bare, rsa_fingerprint)
-            if (
-                self.keyring.record(bare, fingerprint) is not None
-                or record is None
-                or not record.trust.usable
-                or self.keyring.vouch_used(bare, rsa_fingerprint)
-            ):
-                continue
-            rsa = self.keyring.validated(record)
-            identity = publication.certificates[fingerprint]
-            if rsa is not None and check_vouch(rsa, identity, signature):
-                inherited[fingerprint] = record.trust
-        return inherited
 
     def _report(
         self,
@@ -488,3 +482,23 @@ def _published_item(item: ET.Element) -> PublishedItem:
         tuple(c.text or "" for c in item.findall(_CERTIFICATE_TAG)),
         device,
     )
+
+
+def vouched_trust(keyring: Keyring, bare: str, publication: Publication) -> dict[str, TrustState]:
+    """New identities that take the trust of the RSA certificate vouching for
+    them: one we hold pinned or verified for this JID, not used before."""
+    inherited = {}
+    for fingerprint, (rsa_fingerprint, signature) in publication.vouches.items():
+        record = keyring.record(bare, rsa_fingerprint)
+        if (
+            keyring.record(bare, fingerprint) is not None
+            or record is None
+            or not record.trust.usable
+            or keyring.vouch_used(bare, rsa_fingerprint)
+        ):
+            continue
+        rsa = keyring.validated(record)
+        identity = publication.certificates[fingerprint]
+        if rsa is not None and check_vouch(rsa, identity, signature):
+            inherited[fingerprint] = record.trust
+    return inherited

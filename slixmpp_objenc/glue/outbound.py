@@ -192,6 +192,12 @@ class Outbound:
             await self._persistence.loaded.wait()
             if self._persistence.load_error is None:
                 await self.resolve(bare)
+                if self._awaits_own_client(stanza, bare):
+                    # A client of ours that encrypts asked before its keys reached
+                    # our node (it publishes them right after connecting): wait for
+                    # them rather than refuse; a key decision may follow.
+                    await self._directory.next_change(bare)
+                    await self.resolve(bare)
         except Exception as exc:
             self._held.pop(stanza.xml, None)
             self.refuse(stanza, exc)
@@ -201,6 +207,13 @@ class Outbound:
             directory.remember_miss(bare)  # discovery could not run: do not loop
         self._held.pop(stanza.xml, None)
         self.xmpp.send(stanza)
+
+    def _awaits_own_client(self, stanza: StanzaBase, bare: str) -> bool:
+        return (
+            bare == self.context.own_bare
+            and not self._directory.usable(bare)
+            and self.context.encrypting_own_resource(str(stanza["to"]))
+        )
 
     async def resolve(self, bare: str) -> list[PeerCertificate]:
         """The contact's usable certificates (after discovery and any hold); empty
