@@ -5,7 +5,9 @@ This project's plugin sends a ``<message/>`` with its ``<e2e/>``, an XEP-0380
 OpenPGP clients send the same kind of framing. Every peer's payload is put into
 the same frame (same addressing, same fallback text, same hints) and serialized
 by slixmpp exactly as it writes to the socket, so the sizes differ only by what
-the mechanism itself adds.
+the mechanism itself adds. This project's core ``<e2e/>`` (exactly N ``<key/>``,
+without the one for the sender's own device the plugin adds) goes in the same
+frame too, for a like-for-like comparison.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from datetime import UTC, datetime
 from slixmpp import ClientXMPP
 from slixmpp.xmlstream import tostring
 
+from slixmpp_objenc.core.constants import NS_OBJENC
+from slixmpp_objenc.core.rules import EME_NAME
 from slixmpp_objenc.plugin import ObjEnc
 
 from .common import ALICE_FULL, BOB, BOB_FULL
@@ -27,6 +31,7 @@ NS_HINTS = "urn:xmpp:hints"
 NS_SCE = "urn:xmpp:sce:1"
 NS_OX = "urn:xmpp:openpgp:0"
 EME = {
+    NS_OBJENC: EME_NAME,
     "urn:xmpp:omemo:2": "OMEMO",
     "eu.siacs.conversations.axolotl": "OMEMO",
     NS_OX: "OpenPGP for XMPP",

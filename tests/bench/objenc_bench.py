@@ -1,26 +1,39 @@
 """This project, per stanza: the core, the plugin path, and the ``cryptography`` floor.
 
+Two wire profiles, each measured on both ends configured for it:
+
+* the draft's RSA profile (RSA-3072 key wraps, AES-CBC + HMAC-SHA256):
+  ``authenticated: False`` on both plugins;
+* the authenticated profile (Ed25519 identity and X25519 encryption
+  certificates, HPKE Auth wraps, AES-256-GCM content; PROTOCOL.md 13):
+  ``authenticated: True`` on both plugins, each knowing the other's device
+  as PEP would have told it (``directory.reconcile`` of a ``<device/>`` item).
+
+Rows:
+
 * core: :func:`seal` + :func:`open_envelope` on the stanza bytes S' (one
-  recipient, RSA-3072), element in, element out;
+  recipient, RSA-3072), element in, element out; for the authenticated
+  profile :func:`seal_authenticated` + :func:`open_authenticated`;
 * plugin path: build the slixmpp ``Message``, run the plugin's outbound
   filters (``outbound.plan`` picks the certificates, ``outbound.seal`` seals
   in place), serialize it exactly as slixmpp writes it to the socket, parse it
   on the other side, build the stanza and run the plugin's ``in`` filter
   (``inbound.receive``), then read the body; both plugins' write-behind queues are
   flushed inside the timed operation. No server: two unconnected clients;
-* floor: the same RSA-OAEP-SHA256 wrap + unwrap, AES-CBC encrypt + decrypt
-  (PKCS#7) and HMAC-SHA256 compute + verify called directly on
+* floor (RSA profile): the same RSA-OAEP-SHA256 wrap + unwrap, AES-CBC encrypt
+  + decrypt (PKCS#7) and HMAC-SHA256 compute + verify called directly on
   ``cryptography``, on the same S' bytes: no XML, no base64.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +59,19 @@ from slixmpp_objenc.core import (
     open_envelope,
     seal,
 )
+from slixmpp_objenc.core.algorithms import RSA_OAEP_SHA256
 from slixmpp_objenc.core.auth_envelope import (
+    WRAP_ALGO,
     AuthRecipient,
     AuthSender,
     open_authenticated,
     seal_authenticated,
 )
+from slixmpp_objenc.core.constants import NS_OBJENC
 from slixmpp_objenc.core.identities import DeviceKeys, generate_device_keys
 from slixmpp_objenc.store import MemoryStorage
 
+from . import framing
 from .common import (
     ALICE,
     ALICE_FULL,
@@ -169,11 +186,18 @@ def core_op(
     return op
 
 
-AUTH_VARIANT = "core seal+open, authenticated profile (HPKE Auth X25519, AES-256-GCM)"
+AUTH_PROFILE = "authenticated profile (HPKE Auth X25519, AES-256-GCM)"
+AUTH_VARIANT = f"core seal+open, {AUTH_PROFILE}"
+AUTH_VARIANT_4 = f"{AUTH_VARIANT}, 4 recipient devices"
+AUTH_PLUGIN = f"plugin path, {AUTH_PROFILE}"
+"""The authenticated profile through both plugins (``authenticated: True`` on both)."""
+AUTH_PLUGIN_4 = f"{AUTH_PLUGIN}, 4 recipient devices"
+RSA_PLUGIN_NOTE = "RSA profile (authenticated: False on both ends)"
+AUTH_WIRE = f"{MECHANISM}, authenticated profile"
 
 
 class AuthDevices:
-    """Ed25519/X25519 devices for the authenticated profile (issue 12, core only)."""
+    """Ed25519/X25519 devices for the authenticated profile (Alice and 4 of Bob's)."""
 
     def __init__(self, devices: int = 4) -> None:
         self.alice = generate_device_keys(ALICE)
@@ -235,21 +259,65 @@ class PluginPair:
         cipher: str = AES_128_CBC.name,
         bob_devices: int = 1,
         sqlite_dir: Path | None = None,
+        authenticated: bool = False,
+        other_bob_devices: Sequence[DeviceKeys] = (),
     ) -> PluginPair:
+        """Both plugins configured with ``authenticated``: off (the default), the
+        draft's RSA profile, certificates added by hand; on, the authenticated
+        profile, each side holding the other's device as read from PEP. Bob's
+        devices past the first (the one that opens) are ``identities.bobs[1:]``
+        (RSA) or ``other_bob_devices`` (authenticated; made here if too few)."""
         alice = _client(
-            ALICE_FULL, identities.alice, cipher, sqlite_dir / "a" if sqlite_dir else None
+            ALICE_FULL,
+            identities.alice,
+            cipher,
+            sqlite_dir / "a" if sqlite_dir else None,
+            authenticated=authenticated,
         )
         bob = _client(
-            BOB_FULL, identities.bobs[0], cipher, sqlite_dir / "b" if sqlite_dir else None
+            BOB_FULL,
+            identities.bobs[0],
+            cipher,
+            sqlite_dir / "b" if sqlite_dir else None,
+            authenticated=authenticated,
         )
         pair = cls(alice, bob)
         await pair.a.ready()
         await pair.b.ready()
-        for device in identities.bobs[:bob_devices]:
-            pair.a.add_peer_certificate(device.certificate_pem())
-        pair.b.add_peer_certificate(identities.alice.certificate_pem())
+        if authenticated:
+            others = list(other_bob_devices[: bob_devices - 1])
+            others += [generate_device_keys(BOB) for _ in range(bob_devices - 1 - len(others))]
+            bob_device = pair.b.keyring.device.keys
+            alice_device = pair.a.keyring.device.keys
+            if bob_device is None or alice_device is None:
+                raise AssertionError("authenticated: True made no device keys")
+            # what each would read from the other's certificate node (PEP)
+            await pair.a.directory.reconcile(
+                BOB, [device_item(d) for d in (bob_device, *others)], complete=True
+            )
+            await pair.b.directory.reconcile(ALICE, [device_item(alice_device)], complete=True)
+        else:
+            for device in identities.bobs[:bob_devices]:
+                pair.a.add_peer_certificate(device.certificate_pem())
+            pair.b.add_peer_certificate(identities.alice.certificate_pem())
         await pair.flush()
+        await pair.check_profile(authenticated, bob_devices + 1)
         return pair
+
+    async def check_profile(self, authenticated: bool, keys: int) -> None:
+        """One message: one ``<e2e/>`` of the expected profile with ``keys`` wraps
+        (Bob's devices and Alice's own), opened by Bob as that profile."""
+        wire = await self.send_wire("profile check")
+        outer = ET.fromstring(WRAP_OPEN + wire + WRAP_CLOSE)[0]
+        copies = outer.findall(f"{{{NS_OBJENC}}}e2e")
+        algos = [k.get("cipher-algo") for e in copies for k in e.findall(f"{{{NS_OBJENC}}}key")]
+        wanted = WRAP_ALGO if authenticated else RSA_OAEP_SHA256
+        if len(copies) != 1 or len(algos) != keys or any(a != wanted for a in algos):
+            raise AssertionError(f"expected one <e2e/> with {keys} {wanted} <key/>, got {algos}")
+        info = self.b.encryption_info(self.receive_wire(wire))
+        if info is None or bool(info.authenticated) != authenticated:
+            raise AssertionError(f"Bob did not open it as expected: {info}")
+        await self.flush()
 
     async def flush(self) -> None:
         await self.a.flush()
@@ -298,9 +366,16 @@ class PluginPair:
         return run
 
 
-def _client(jid: str, identity: Identity, cipher: str, data_dir: Path | None) -> ClientXMPP:
+def _client(
+    jid: str, identity: Identity, cipher: str, data_dir: Path | None, *, authenticated: bool
+) -> ClientXMPP:
     client = ClientXMPP(jid, "unused", loop=asyncio.get_running_loop())
-    config: dict[str, Any] = {"identity": identity, "pep": False, "cipher": cipher}
+    config: dict[str, Any] = {
+        "identity": identity,
+        "pep": False,
+        "cipher": cipher,
+        "authenticated": authenticated,
+    }
     if data_dir is None:
         config["storage"] = MemoryStorage()
     else:
@@ -308,6 +383,20 @@ def _client(jid: str, identity: Identity, cipher: str, data_dir: Path | None) ->
     client.register_plugin("xep_0030")
     client.register_plugin("objenc", module=slixmpp_objenc, pconfig=config)
     return client
+
+
+def device_item(keys: DeviceKeys) -> ET.Element:
+    """One item of a certificate node (PROTOCOL.md 13.6): ``<device/>`` with the
+    identity and encryption certificates, as PEP hands it to the directory."""
+    item = ET.Element("{http://jabber.org/protocol/pubsub}item", {"id": keys.fingerprint})
+    device = ET.SubElement(item, f"{{{NS_OBJENC}}}device")
+    for name, certificate in (
+        ("identity", keys.identity_certificate),
+        ("encryption", keys.encryption_certificate),
+    ):
+        der = certificate.public_bytes(Encoding.DER)
+        ET.SubElement(device, f"{{{NS_OBJENC}}}{name}").text = base64.b64encode(der).decode()
+    return item
 
 
 def plaintext_wire(client: ClientXMPP, body: str) -> str:
@@ -354,14 +443,20 @@ async def run(
     bob_public = bob.certificate.public_key()
     assert isinstance(bob_public, rsa.RSAPublicKey)
 
+    # The RSA profile: authenticated off on both ends (PluginPair's default).
     pairs = {
         name: await PluginPair.create(identities, cipher=cipher.name)
         for name, cipher in CIPHERS.items()
     }
+    auth = AuthDevices()
     with tempfile.TemporaryDirectory(prefix="objenc-bench-") as tmp:
         sqlite_pair = await PluginPair.create(identities, sqlite_dir=Path(tmp))
-        auth = AuthDevices()
         four = await PluginPair.create(identities, bob_devices=4)
+        # The authenticated profile: authenticated on on both ends.
+        auth_pair = await PluginPair.create(identities, authenticated=True)
+        auth_four = await PluginPair.create(
+            identities, authenticated=True, bob_devices=4, other_bob_devices=auth.bobs[1:]
+        )
         try:
             reference = pairs["AES-128"]
             for size, length in SIZES.items():
@@ -402,7 +497,8 @@ async def run(
                             1,
                             await ameasure(pairs[name].op(body), settings),
                             floor_key=floor_key,
-                            note="RSA-wraps for Bob and for Alice's own certificate (2 <key/>)",
+                            note=f"{RSA_PLUGIN_NOTE}: RSA-wraps for Bob and for Alice's own "
+                            "certificate (2 <key/>)",
                         )
                     )
                 rows.append(
@@ -413,7 +509,8 @@ async def run(
                         1,
                         await ameasure(sqlite_pair.op(body), settings),
                         floor_key=f"AES-128|{size}",
-                        note="zero-config store: write-behind of timestamps and replay cache",
+                        note=f"{RSA_PLUGIN_NOTE}; zero-config store: write-behind of "
+                        "timestamps and replay cache",
                     )
                 )
                 rows.append(
@@ -433,21 +530,20 @@ async def run(
                         size,
                         1,
                         measure(auth_core_op(stanza, auth, 1), settings),
-                        note="issue 12, core only (not yet the plugin path); compare with "
-                        "'core seal+open, AES-128' (RSA-3072)",
+                        note="compare with 'core seal+open, AES-128' (RSA-3072)",
                     )
                 )
-                for recipients in (1, 4):
-                    wire.append(
-                        {
-                            "mechanism": MECHANISM + ", authenticated profile (core)",
-                            "size": size,
-                            "recipients": recipients,
-                            "payload_bytes": len(tostring(auth.seal(stanza, recipients)).encode()),
-                            "note": "the core <e2e/> of the authenticated profile "
-                            f"({recipients} <key/>); not yet sent by the plugin",
-                        }
+                rows.append(
+                    Row(
+                        MECHANISM,
+                        AUTH_PLUGIN,
+                        size,
+                        1,
+                        await ameasure(auth_pair.op(body), settings),
+                        note="authenticated: True on both ends: HPKE-wraps for Bob's device "
+                        "and Alice's own (2 <key/>); compare with 'plugin path, AES-128'",
                     )
+                )
                 for recipients in (1, 4):
                     pair = reference if recipients == 1 else four
                     outer = await pair.send_wire(body)
@@ -471,11 +567,38 @@ async def run(
                             "size": size,
                             "recipients": recipients,
                             "stanza_bytes": len(outer.encode("utf-8")),
+                            "framed_bytes": framing.framed_stanza_bytes(
+                                reference.alice, core, NS_OBJENC
+                            ),
                             "payload_bytes": len(tostring(core).encode("utf-8")),
                             "note": (
-                                f"stanza: as the plugin sends it ({recipients + 1} <key/>: "
-                                f"+ the sender's own certificate), with EME, fallback body and "
-                                f"<store/>; payload: the core <e2e/> with {recipients} <key/>"
+                                f"RSA profile; stanza: as the plugin sends it ({recipients + 1} "
+                                "<key/>: + the sender's own certificate), with EME, fallback "
+                                f"body and <store/>; payload: the core <e2e/> with {recipients} "
+                                "<key/>"
+                            ),
+                        }
+                    )
+                for recipients in (1, 4):
+                    pair = auth_pair if recipients == 1 else auth_four
+                    outer = await pair.send_wire(body)
+                    pair.receive_wire(outer)
+                    await pair.flush()
+                    core = auth.seal(stanza, recipients)
+                    wire.append(
+                        {
+                            "mechanism": AUTH_WIRE,
+                            "size": size,
+                            "recipients": recipients,
+                            "stanza_bytes": len(outer.encode("utf-8")),
+                            "framed_bytes": framing.framed_stanza_bytes(
+                                reference.alice, core, NS_OBJENC
+                            ),
+                            "payload_bytes": len(tostring(core).encode("utf-8")),
+                            "note": (
+                                "authenticated profile; stanza: as the plugin sends it "
+                                f"({recipients + 1} <key/>: + the sender's own device); "
+                                f"payload: the core <e2e/> with {recipients} <key/>"
                             ),
                         }
                     )
@@ -536,10 +659,32 @@ async def run(
                     4,
                     await ameasure(four.op(body), settings),
                     floor_key=FLOOR_4,
-                    note="5 <key/>: Bob's 4 devices and Alice's own certificate",
+                    note=f"{RSA_PLUGIN_NOTE}: 5 <key/>, Bob's 4 devices and Alice's own "
+                    "certificate",
+                )
+            )
+            rows.append(
+                Row(
+                    MECHANISM,
+                    AUTH_VARIANT_4,
+                    "2 KiB",
+                    4,
+                    measure(auth_core_op(stanza, auth, 4), settings),
+                    note="sealed for 4 devices, opened on one",
+                )
+            )
+            rows.append(
+                Row(
+                    MECHANISM,
+                    AUTH_PLUGIN_4,
+                    "2 KiB",
+                    4,
+                    await ameasure(auth_four.op(body), settings),
+                    note="authenticated: True on both ends: 5 <key/>, Bob's 4 devices and "
+                    "Alice's own",
                 )
             )
         finally:
-            for pair in (*pairs.values(), sqlite_pair, four):
+            for pair in (*pairs.values(), sqlite_pair, four, auth_pair, auth_four):
                 await pair.close()
     return ObjencResults(rows, wire, inner_sizes)

@@ -12,9 +12,17 @@ Modes, each with fresh accounts:
 * ``plaintext, plugin loaded``: both clients run ObjEnc but hold no
   certificate for each other (PEP off), so everything goes in the clear: the
   plugin's cost on traffic it does not encrypt;
-* ``encrypted``: both run ObjEnc with zero configuration (RSA-3072 keys made
-  in temporary data directories, the SQLite store), subscribed to each other
-  so the certificates are found over PEP; one warm-up message first.
+* ``encrypted (RSA profile)``: both run ObjEnc with ``authenticated: False``
+  and otherwise zero configuration (RSA-3072 keys made in temporary data
+  directories, the SQLite store), subscribed to each other so the certificates
+  are found over PEP; one warm-up message first;
+* ``encrypted (authenticated profile)``: the same with ``authenticated: True``
+  on both (the default): each publishes its Ed25519 identity and X25519
+  encryption certificate, and they talk the authenticated profile.
+
+The warm-up message's :class:`~slixmpp_objenc.events.EncryptionInfo` on Bob's
+side is recorded (``wire_profile``), so a run that fell back to the other
+profile shows.
 """
 
 from __future__ import annotations
@@ -47,7 +55,16 @@ BODY_LENGTH = 100
 WAIT = 30.0
 PLAINTEXT = "plaintext"
 PLUGIN_PLAINTEXT = "plaintext, plugin loaded (no certificate)"
-ENCRYPTED = "encrypted"
+ENCRYPTED = "encrypted (RSA profile)"
+ENCRYPTED_AUTH = "encrypted (authenticated profile)"
+FIRST_CONTACT_AUTH = ", authenticated"
+"""Suffix of the first-contact scenarios run with the authenticated profile."""
+MODES: dict[str, tuple[str, bool | None]] = {
+    # mode: (data directory prefix, the plugins' ``authenticated``; None: no certificates)
+    PLUGIN_PLAINTEXT: ("plug", None),
+    ENCRYPTED: ("rsa", False),
+    ENCRYPTED_AUTH: ("auth", True),
+}
 
 
 @dataclass
@@ -59,6 +76,9 @@ class StreamResult:
     latencies_ms: list[float] = field(repr=False)
     client_cpu_s: float
     server_cpu_s: float | None
+    wire_profile: str = ""
+    """How Bob received the warm-up message (``plaintext``, ``RSA profile, <cipher>``,
+    ``authenticated profile, <cipher>``)."""
 
     @property
     def per_second(self) -> float:
@@ -74,6 +94,7 @@ class StreamResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
+            "wire_profile": self.wire_profile,
             "messages": self.messages,
             "received": self.received,
             "seconds": self.seconds,
@@ -153,15 +174,19 @@ class Session:
                 await self.connect("bob", BASE_PLUGINS, {}),
             )
         plugins = [*BASE_PLUGINS, "objenc"]
+        prefix, authenticated = MODES[mode]
+        encrypted = authenticated is not None
         clients = []
         for name in ("alice", "bob"):
-            config = {
-                "data_dir": str(self.workdir / f"{mode[:4]}-{name}"),
-                "pep": mode == ENCRYPTED,
+            config: dict[str, Any] = {
+                "data_dir": str(self.workdir / f"{prefix}-{name}"),
+                "pep": encrypted,
             }
+            if encrypted:
+                config["authenticated"] = authenticated
             clients.append(await self.connect(name, plugins, {"objenc": config}))
         a, b = clients
-        if mode == ENCRYPTED:
+        if encrypted:
             await befriend(a, b)
             await a.plugin["objenc"].discover(b.boundjid.bare)
         return a, b
@@ -233,21 +258,31 @@ async def stream(
     )
 
 
-async def warm_up(a: ClientXMPP, b: ClientXMPP) -> float:
-    """One message end to end; returns its latency in ms."""
-    got: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+async def warm_up_profile(a: ClientXMPP, b: ClientXMPP, timeout: float = WAIT) -> tuple[float, str]:
+    """One message end to end; its latency in ms and how Bob received it."""
+    got: asyncio.Future[tuple[float, str]] = asyncio.get_running_loop().create_future()
     start = time.perf_counter()
 
     def on_message(msg: Any) -> None:
         if msg["body"] == "warm-up" and not got.done():
-            got.set_result((time.perf_counter() - start) * 1000)
+            got.set_result(((time.perf_counter() - start) * 1000, received_as(b, msg)))
 
     b.add_event_handler("message", on_message)
     try:
         a.send_message(mto=b.boundjid.bare, mbody="warm-up", mtype="chat")
-        return await asyncio.wait_for(got, WAIT)
+        return await asyncio.wait_for(got, timeout)
     finally:
         b.del_event_handler("message", on_message)
+
+
+def received_as(client: ClientXMPP, msg: Any) -> str:
+    """``plaintext``, or the profile and content cipher a message was opened with."""
+    plugin: Any = client.plugin.get("objenc", None)
+    info = plugin.encryption_info(msg) if plugin is not None else None
+    if info is None:
+        return "plaintext"
+    profile = "authenticated profile" if info.authenticated else "RSA profile"
+    return f"{profile}, {info.cipher}"
 
 
 # -- first contact ----------------------------------------------------------------
@@ -309,40 +344,79 @@ async def subscribe(a: ClientXMPP, b: ClientXMPP, *, mutual: bool) -> None:
     raise RuntimeError("presence subscription did not complete")
 
 
-async def first_contact(session: Session, *, mutual: bool) -> dict[str, Any]:
+FIRST_CONTACT_WAIT = 10.0
+"""How long a first-contact message may take before it counts as lost."""
+
+
+async def first_contact(
+    session: Session, *, mutual: bool, authenticated: bool = False
+) -> dict[str, Any]:
     """What Alice's first message to a new contact costs, certificate discovery included.
 
     One-way (Alice subscribed to Bob, who accepted): the message is the first
     stanza Alice addresses to Bob. Mutual: slixmpp sends a directed presence
     when it authorizes a subscription, and that presence is what discovers the
-    certificate, before any message.
+    certificate, before any message. Both plugins run the profile
+    ``authenticated`` says. A message Bob does not receive within
+    :data:`FIRST_CONTACT_WAIT` is reported lost (``first_message_ms`` None),
+    with the reasons of Bob's ``objenc_decryption_failed`` events.
     """
     plugins = [*BASE_PLUGINS, "objenc"]
-    tag = "mutual" if mutual else "oneway"
+    tag = ("mutual" if mutual else "oneway") + ("-auth" if authenticated else "-rsa")
     taps = {"alice": Tap(), "bob": Tap()}
     a = await session.connect(
-        f"{tag}-a", plugins, {"objenc": {"data_dir": str(session.workdir / f"{tag}-a")}}
+        f"{tag}-a",
+        plugins,
+        {
+            "objenc": {
+                "data_dir": str(session.workdir / f"{tag}-a"),
+                "authenticated": authenticated,
+            }
+        },
     )
     b = await session.connect(
-        f"{tag}-b", plugins, {"objenc": {"data_dir": str(session.workdir / f"{tag}-b")}}
+        f"{tag}-b",
+        plugins,
+        {
+            "objenc": {
+                "data_dir": str(session.workdir / f"{tag}-b"),
+                "authenticated": authenticated,
+            }
+        },
     )
     taps["alice"].attach(a)
     taps["bob"].attach(b)
+    failures: list[str] = []
+    b.add_event_handler("objenc_decryption_failed", lambda e: failures.append(e.reason))
     subscribed_at = time.perf_counter()
     await subscribe(a, b, mutual=mutual)
     await asyncio.sleep(1.0)  # subscription presence, roster pushes (and, mutual, discovery) settle
     start = time.perf_counter()
-    first_ms = await warm_up(a, b)
+    first_ms: float | None
+    second_ms: float | None
+    received = ""
+    try:
+        first_ms, received = await warm_up_profile(a, b, FIRST_CONTACT_WAIT)
+    except TimeoutError:
+        first_ms = None
     end = time.perf_counter()
-    second_ms = await warm_up(a, b)
+    try:
+        second_ms, second_received = await warm_up_profile(a, b, FIRST_CONTACT_WAIT)
+        received = received or second_received
+    except TimeoutError:
+        second_ms = None
+    profile = "authenticated profile" if authenticated else "RSA profile"
     report: dict[str, Any] = {
         "scenario": (
-            "mutual subscription: slixmpp's authorization presence already discovered the key"
+            f"mutual subscription, {profile}: slixmpp's authorization presence already "
+            "discovered the key"
             if mutual
-            else "one-way subscription: the message is the first stanza to the contact"
+            else f"one-way subscription, {profile}: the message is the first stanza to the contact"
         ),
         "first_message_ms": first_ms,
         "second_message_ms": second_ms,
+        "received_as": received,
+        "bob_decryption_failures": failures,
     }
     protocol = other = 0
     for who, tap in taps.items():
@@ -416,15 +490,24 @@ async def run(
     try:
         server.start()
         log(f"  Prosody on {server.host}:{server.c2s_port}")
-        for mode in (PLAINTEXT, PLUGIN_PLAINTEXT, ENCRYPTED):
+        for mode in (PLAINTEXT, PLUGIN_PLAINTEXT, ENCRYPTED, ENCRYPTED_AUTH):
             session = Session(server, workdir)
             try:
                 a, b = await session.pair(mode)
-                await warm_up(a, b)
+                _, profile_seen = await warm_up_profile(a, b)
+                expected = {ENCRYPTED: "RSA profile", ENCRYPTED_AUTH: "authenticated profile"}
+                if not profile_seen.startswith(expected.get(mode, "plaintext")):
+                    # measuring the wrong profile is worse than not measuring it
+                    unavailable.append(
+                        Unavailable(f"Prosody, {mode}", f"the warm-up arrived as {profile_seen}")
+                    )
+                    continue
                 result = await stream(server, a, b, mode, settings.messages, settings.window)
+                result.wire_profile = profile_seen
                 streams.append(result)
                 log(
-                    f"  {mode}: {result.received}/{result.messages} in {result.seconds:.2f}s "
+                    f"  {mode} [{profile_seen}]: {result.received}/{result.messages} in "
+                    f"{result.seconds:.2f}s "
                     f"= {result.per_second:.0f}/s, p50 {result.percentile(50):.1f} ms, "
                     f"p99 {result.percentile(99):.1f} ms"
                 )
@@ -442,18 +525,30 @@ async def run(
                         profiles[mode] = profile
             finally:
                 await session.close()
-        for mutual in (False, True):
-            session = Session(server, workdir)
-            try:
-                report = await first_contact(session, mutual=mutual)
-                first["mutual" if mutual else "one_way"] = report
-                log(
-                    f"  first contact ({'mutual' if mutual else 'one-way'}): "
-                    f"{report['first_message_ms']:.0f} ms, {report['stanzas']} stanzas, "
-                    f"{report['round_trips_before_send']} round trip(s) before sending"
+        for authenticated in (False, True):
+            for mutual in (False, True):
+                session = Session(server, workdir)
+                key = ("mutual" if mutual else "one_way") + (
+                    FIRST_CONTACT_AUTH if authenticated else ""
                 )
-            finally:
-                await session.close()
+                try:
+                    report = await first_contact(
+                        session, mutual=mutual, authenticated=authenticated
+                    )
+                    first[key] = report
+                    took = report["first_message_ms"]
+                    log(
+                        f"  first contact ({key}): "
+                        + (
+                            f"{took:.0f} ms"
+                            if took is not None
+                            else f"LOST (Bob: {report['bob_decryption_failures']})"
+                        )
+                        + f", {report['stanzas']} stanzas, "
+                        f"{report['round_trips_before_send']} round trip(s) before sending"
+                    )
+                finally:
+                    await session.close()
     except Exception as exc:  # report what could not be measured rather than lose the rest
         unavailable.append(Unavailable("Prosody section (partly)", f"{type(exc).__name__}: {exc}"))
     finally:
