@@ -117,7 +117,8 @@ async def run(server: XmppServer, workdir: Path) -> int:
         await asyncio.sleep(0.05)
     print(
         f"zero configuration: keys made on first start and published to PEP "
-        f"in {time.perf_counter() - t0:.2f} s (RSA-3072, one SQLite file per account)"
+        f"in {time.perf_counter() - t0:.2f} s (an Ed25519 identity and X25519 encryption key "
+        f"per device, RSA-3072 for peers of the draft only; one SQLite file per account)"
     )
     for name, state in zip(("juliet", "romeo"), states, strict=True):
         print(f"  {name}'s certificate: {state.meaning}")
@@ -156,9 +157,14 @@ async def run(server: XmppServer, workdir: Path) -> int:
         juliet.send_message(mto=romeo_bot.boundjid.full, mbody=line, mtype="chat")
         reply = await asyncio.wait_for(replies.get(), 15)
         info = juliet.plugin["objenc"].encryption_info(reply)
+        proof = (
+            f"authenticated: romeo's device {info.sender_fingerprint[:16]}, {info.sender_trust}"
+            if info is not None and info.authenticated and info.sender_fingerprint
+            else "NOT authenticated"
+        )
         side_by_side("juliet -> romeo", shorten(wire["romeo"][-1]), romeo_read[-1])
         side_by_side(
-            f"romeo -> juliet (encrypted: {info is not None})",
+            f"romeo -> juliet (encrypted, {proof})",
             shorten(wire["juliet"][-1]),
             str(reply),
         )
