@@ -35,6 +35,7 @@ from .core import (
 )
 from .core.algorithms import MIN_RSA_BITS
 from .core.certificates import DEFAULT_KEY_SIZE
+from .core.devices import load_device
 from .core.publication import PUBLICATION_SETTING, read_publication_record
 from .core.timestamps import utcnow
 from .core.trust import Observation
@@ -126,7 +127,10 @@ async def _publication(keyring: Keyring, identity: Identity) -> str:
     if recorded is None:
         return "unknown: no client has connected with this store yet"
     state, at = recorded
-    if state.fingerprint and state.fingerprint != identity.fingerprint:
+    ours = {identity.fingerprint} | (
+        {keyring.device.keys.fingerprint} if keyring.device.keys else set()
+    )
+    if state.fingerprint and state.fingerprint not in ours:
         return "unknown for this certificate: the last one a client published differs"
     return f"{state.meaning} (as of {at})"
 
@@ -192,13 +196,10 @@ async def _keygen(account: Account, args: argparse.Namespace) -> int:
                 f"The previous identity ({_short(current.fingerprint)}) is kept, inactive; "
                 "a running client uses the new one after it restarts."
             )
-        print("Fingerprint (SHA-256):")
-        print(format_fingerprint(identity.fingerprint))
-        device = keyring.device.keys
-        if device is not None:
-            print("Device:      Ed25519 identity and X25519 encryption key (authenticated profile)")
-            print("Device fingerprint (SHA-256), what contacts pin and verify:")
-            print(format_fingerprint(device.fingerprint))
+        device = await keyring.device.ensure(account.jid)
+        print("Fingerprint (SHA-256) of this device's identity, what contacts pin and verify:")
+        print(format_fingerprint(device.fingerprint))
+        print(f"RSA certificate (draft's profile): {_full(identity.fingerprint)}")
         return 0
 
     return await _with_keyring(account, action, create=True)
@@ -230,8 +231,15 @@ async def _show(account: Account, args: argparse.Namespace) -> int:
         inactive = len(keyring.identities) - 1
         if inactive:
             print(f"Inactive:    {inactive} older identit{'y' if inactive == 1 else 'ies'}")
-        print("Fingerprint (SHA-256):")
-        print(format_fingerprint(identity.fingerprint))
+        device = keyring.device.keys
+        if device is not None:
+            print("Device:      Ed25519 identity, X25519 encryption key (authenticated profile)")
+            print(f"RSA:         {_full(identity.fingerprint)} (the draft's profile)")
+            print("Fingerprint (SHA-256) of this device's identity, what contacts pin and verify:")
+            print(format_fingerprint(device.fingerprint))
+        else:
+            print("Fingerprint (SHA-256):")
+            print(format_fingerprint(identity.fingerprint))
         return 0
 
     return await _with_keyring(account, action)
@@ -322,7 +330,9 @@ async def _distrust(account: Account, args: argparse.Namespace) -> int:
 
 async def _export(account: Account, args: argparse.Namespace) -> int:
     async def action(keyring: Keyring) -> int:
-        pem = _active_identity(account, keyring).certificate_pem()  # never the key
+        # never a key: our device's two certificates, or the RSA one
+        rsa = _active_identity(account, keyring).certificate_pem()
+        pem = rsa if args.rsa else keyring.device.bundle_pem() or rsa
         if args.file is None or str(args.file) == "-":
             sys.stdout.write(pem.decode("ascii"))
         else:
@@ -336,7 +346,7 @@ async def _export(account: Account, args: argparse.Namespace) -> int:
 async def _import(account: Account, args: argparse.Namespace) -> int:
     pem = args.file.read_bytes()
     try:
-        peer = validate_peer_certificate(pem, now=utcnow(), normalize=normalize_jid)
+        peer = load_device(pem, now=utcnow(), normalize=normalize_jid)
     except CertificateError as exc:
         raise UserError(f"{args.file}: {exc}") from exc
     if args.jid_for is None and len(peer.jids) != 1:
@@ -484,13 +494,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help="its SHA-256 fingerprint or a unique prefix (hex; colons and spaces ignored)",
     )
 
-    export = add("export", _export, "write our certificate as PEM (never the private key)")
+    export = add(
+        "export",
+        _export,
+        "write this device's identity and encryption certificates as PEM (never a key)",
+    )
     export.add_argument(
         "file", nargs="?", type=Path, metavar="FILE", help="where to write it (default stdout)"
     )
+    export.add_argument(
+        "--rsa", action="store_true", help="the RSA certificate instead (draft's profile)"
+    )
 
-    imp = add("import", _import, "validate a peer certificate and hold it")
-    imp.add_argument("file", type=Path, metavar="FILE", help="the certificate (PEM or DER)")
+    imp = add("import", _import, "validate a peer device's certificate(s) and hold it")
+    imp.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="an identity certificate and its encryption certificate (PEM), or an RSA one",
+    )
     imp.add_argument(
         "--jid-for",
         metavar="JID",

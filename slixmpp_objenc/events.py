@@ -35,7 +35,8 @@ class EncryptionInfo:
     cipher: str
     """Block cipher wire name."""
     recipient_fingerprint: str
-    """SHA-256 of our certificate whose key opened the envelope."""
+    """SHA-256 of our certificate the envelope was opened for: our identity
+    (authenticated profile; its encryption key did the work) or our RSA one."""
     sender_fingerprint: str | None
     """SHA-256 of the sender device's identity certificate, when the stanza
     proved it (:attr:`authenticated`); ``None`` otherwise: the draft's profile
@@ -65,8 +66,11 @@ class DecryptionFailedEvent:
     stanza: Any
     """The outer stanza as received (its ``<e2e/>`` still inside)."""
     reason: str
-    """``undecryptable`` (any failure to open: deliberately not more precise),
-    ``forged`` (inner stanza disagrees with the outer addressing) or ``too-large``."""
+    """``undecryptable`` (any failure to open, a stanza not written by a device we
+    hold for its sender included: deliberately not more precise), ``forged``
+    (inner stanza disagrees with the outer addressing) or ``downgrade`` (the
+    draft's unauthenticated profile from a contact with an identity, PROTOCOL.md
+    13.7; see ``allow_legacy_devices``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,15 @@ class OwnDevice:
         """Ours, once made or loaded."""
         self._certificate: PeerCertificate | None = None
         self._senders: tuple[DeviceKeys, list[AuthSender]] | None = None
+        self.enabled = True
+        """Off (``authenticated: False``): a device of the draft's profile only,
+        even if the store holds device keys (they are kept, unused)."""
 
     def load(self, records: Sequence[OwnIdentityRecord]) -> None:
         """Take ours from the store's identities (those with an encryption key);
         :class:`CertificateError` if they do not fit together."""
         devices = [r for r in records if r.encryption_key_pem is not None]
-        if devices:
+        if devices and self.enabled:
             self.keys = _device_keys(devices[-1])  # the newest
             self._certificate = None
 
@@ -80,6 +83,16 @@ class OwnDevice:
             )
             self._senders = (keys, [sender])
         return self._senders[1]
+
+    def bundle_pem(self) -> bytes | None:
+        """Our identity certificate then our encryption certificate, as PEM: the
+        device to hand over by hand (``add_peer_certificate``, ``objenc import``)."""
+        keys = self.keys
+        if keys is None:
+            return None
+        return _certificate_pem(keys.identity_certificate) + _certificate_pem(
+            keys.encryption_certificate
+        )
 
     def certificate(self) -> PeerCertificate | None:
         """Our identity with its encryption certificate, as a recipient of our own

@@ -88,7 +88,9 @@ class ObjEnc(BasePlugin):
     ``trust_own_new_devices`` (off: a new certificate on our own node is held
     for a decision; on, for headless bots, it is trusted at once with a loud
     warning), ``refuse_plaintext`` (on), ``cipher`` (AES-128), ``padding``
-    (64), ``fallback_body``, ``error_replies``/``bad_timestamp_replies`` (on),
+    (64), ``authenticated`` (on: an Ed25519 identity and X25519 key, HPKE Auth
+    with every device that publishes one; off: the draft's profile only),
+    ``fallback_body``, ``error_replies``/``bad_timestamp_replies`` (on),
     ``error_replies_per_minute`` (10), ``max_stanza_size`` (256 KiB: larger
     encrypted stanzas are refused here, not lost). Expert knobs: ``identity``,
     ``key_size`` (3072), ``clock``, ``random_bytes``, ``max_envelope_size``
@@ -149,6 +151,7 @@ class ObjEnc(BasePlugin):
             config, self.xmpp.boundjid.bare
         )
         self.keyring = Keyring(self.storage, clock, normalize=normalize_jid)
+        self.keyring.device.enabled = bool(config.get("authenticated", True))
         self.tasks = Tasks(self.xmpp.loop)
         self.persistence = Persistence(self.storage, self.keyring, clock, self.tasks)
         self.persistence.configured = configured
@@ -334,8 +337,10 @@ class ObjEnc(BasePlugin):
         return self.identity.fingerprint
 
     def certificate_pem(self) -> bytes:
-        """Our certificate, to hand to peers."""
-        return self.identity.certificate_pem()
+        """This device, to hand to peers by hand: our identity and encryption
+        certificates (PEM, one after the other), or the RSA certificate for a
+        device of the draft's profile only."""
+        return self.keyring.device.bundle_pem() or self.identity.certificate_pem()
 
     def add_peer_certificate(
         self, pem: bytes, trust: TrustState = TrustState.TOFU, jid: JID | str | None = None

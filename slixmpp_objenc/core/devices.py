@@ -50,6 +50,7 @@ __all__ = [
     "Publication",
     "PublishedItem",
     "check_vouch",
+    "load_device",
     "read_publication",
     "validate_device",
     "vouch_for",
@@ -94,6 +95,32 @@ def validate_device(
     return PeerCertificate(
         identity.certificate, identity.public_key, identity.jids, identity.fingerprint, key
     )
+
+
+def load_device(
+    pem: bytes, *, now: datetime | None = None, normalize: Normalizer = normalize_bare_jid
+) -> PeerCertificate:
+    """A device handed over by hand (PEM): one RSA certificate, or an identity
+    certificate followed by its encryption certificate (what ``objenc export``
+    and ``ObjEnc.certificate_pem()`` give). :class:`CertificateError` for
+    anything else, an identity alone included."""
+    if isinstance(pem, str):
+        pem = pem.encode("utf-8", "replace")
+    if not isinstance(pem, bytes | bytearray | memoryview):
+        raise CertificateError(f"cannot load certificates from {type(pem).__name__}")
+    if len(pem) > 6 * MAX_CERTIFICATE_SIZE:
+        raise CertificateError(f"{len(pem)} bytes is over the size limit")
+    try:
+        certificates = x509.load_pem_x509_certificates(bytes(pem))
+    except Exception:
+        certificates = [load_certificate(bytes(pem))]  # DER, or its reason
+    if len(certificates) > 2:
+        raise CertificateError(f"{len(certificates)} certificates: one device is one or two")
+    encryption = certificates[1] if len(certificates) == 2 else None
+    peer = validate_device(certificates[0], encryption=encryption, now=now, normalize=normalize)
+    if peer.authenticated and peer.encryption is None:
+        raise CertificateError("an identity certificate needs its encryption certificate")
+    return peer
 
 
 def _loaded(certificate: x509.Certificate | bytes) -> x509.Certificate:

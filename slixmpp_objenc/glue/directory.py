@@ -23,7 +23,7 @@ from typing import Any, Final
 from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError, IqTimeout
 
-from ..core import CertificateError, Identity, PeerCertificate, validate_peer_certificate
+from ..core import CertificateError, Identity, PeerCertificate
 from ..core.certificates import canonical_jid
 from ..core.constants import NS_OBJENC, qname
 from ..core.devices import (
@@ -31,6 +31,7 @@ from ..core.devices import (
     Publication,
     PublishedItem,
     check_vouch,
+    load_device,
     read_publication,
 )
 from ..core.trust import (
@@ -270,7 +271,8 @@ class KeyDirectory:
         held = {r.fingerprint: (r.trust, r.source) for r in self.keyring.records(bare)}
         publication = read_publication(
             bare,
-            [_published_item(item) for item in items],
+            # a device of the draft's profile only reads RSA certificates (§13.6)
+            [_published_item(item, self.keyring.device.keys is not None) for item in items],
             held=held,
             now=self._clock(),
             normalize=self.keyring.normalize,
@@ -408,7 +410,7 @@ class KeyDirectory:
     def add_manual(self, pem: bytes, trust: TrustState | str, jid: Any = None) -> PeerCertificate:
         """The plugin's ``add_peer_certificate``: :class:`CertificateError`, and only
         that, for any bad input (certificate, JID or trust state)."""
-        peer = validate_peer_certificate(pem, now=self._clock(), normalize=self.keyring.normalize)
+        peer = load_device(pem, now=self._clock(), normalize=self.keyring.normalize)
         if jid is None and len(peer.jids) != 1:
             raise CertificateError(
                 f"certificate names {len(peer.jids)} JIDs; pass jid= to choose one"
@@ -463,8 +465,8 @@ class KeyDirectory:
                 log.info("objenc: could not retract %s from our node: %s", item_id, exc)
 
 
-def _published_item(item: ET.Element) -> PublishedItem:
-    devices = item.findall(_DEVICE_TAG)
+def _published_item(item: ET.Element, devices_read: bool) -> PublishedItem:
+    devices = item.findall(_DEVICE_TAG) if devices_read else []
     device = None
     if devices:
         # more than one <device/> reads as one with too many certificates

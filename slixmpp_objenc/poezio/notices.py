@@ -54,7 +54,10 @@ def _bare(jid: Any) -> str:
 _DECRYPTION_FAILED: Final = {
     "undecryptable": "could not be decrypted",
     "forged": "was refused: its encrypted content names other addresses than the envelope",
-    "too-large": "was refused: too large to decrypt",
+    "downgrade": (
+        "was refused: it came without sender authentication from a contact whose "
+        "devices prove who writes (a downgrade, or a legacy device of theirs)"
+    ),
 }
 _STALE: Final = {
     "old": "is too old",

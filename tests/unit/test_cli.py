@@ -26,6 +26,7 @@ from slixmpp_objenc.core import (
     validate_peer_certificate,
 )
 from slixmpp_objenc.core.certificates import ID_ON_XMPPADDR
+from slixmpp_objenc.core.devices import load_device
 from slixmpp_objenc.core.publication import (
     PUBLICATION_SETTING,
     Publication,
@@ -151,10 +152,13 @@ def test_keygen_creates_a_private_store_and_prints_the_fingerprint(cli: Cli) -> 
     assert cli.keygen() == 0, cli.err
     assert stat.S_IMODE(cli.store.stat().st_mode) == 0o600
     assert stat.S_IMODE(cli.data_dir.stat().st_mode) == 0o700
-    identity = load_keyring(cli.store).identity
-    assert identity is not None
+    keyring = load_keyring(cli.store)
+    identity, device = keyring.identity, keyring.device.keys
+    assert identity is not None and device is not None
     assert identity.private_key.key_size == 2048
-    assert format_fingerprint(identity.fingerprint) in cli.out
+    # what contacts pin and verify: the device's identity, grouped; the RSA one too
+    assert format_fingerprint(device.fingerprint) in cli.out
+    assert format_fingerprint(identity.fingerprint).replace("\n", " ") in cli.out
     assert cli.err == ""
 
 
@@ -172,7 +176,7 @@ def test_second_keygen_refuses_and_force_adds_a_new_active_identity(keyed: Cli) 
     assert len(identities) == 2
     assert identities[0].fingerprint != first.fingerprint  # the new one is active
     assert identities[1].fingerprint == first.fingerprint  # the old one is kept
-    assert format_fingerprint(identities[0].fingerprint) in keyed.out
+    assert format_fingerprint(identities[0].fingerprint).replace("\n", " ") in keyed.out
 
 
 def test_keygen_refuses_short_keys_without_creating_a_store(cli: Cli) -> None:
@@ -186,10 +190,12 @@ def test_keygen_refuses_short_keys_without_creating_a_store(cli: Cli) -> None:
 
 def test_show_prints_the_grouped_fingerprint_and_details(keyed: Cli) -> None:
     assert keyed("show") == 0, keyed.err
-    identity = load_keyring(keyed.store).identity
-    assert identity is not None
-    expected = format_fingerprint(certificate_fingerprint(identity.certificate))
+    keyring = load_keyring(keyed.store)
+    identity, device = keyring.identity, keyring.device.keys
+    assert identity is not None and device is not None
+    expected = format_fingerprint(certificate_fingerprint(device.identity_certificate))
     assert expected in keyed.out
+    assert format_fingerprint(identity.fingerprint).replace("\n", " ") in keyed.out
     assert ME in keyed.out
     assert "RSA 2048 bits" in keyed.out
     assert identity.certificate.not_valid_after_utc.strftime("%Y-%m-%d") in keyed.out
@@ -204,11 +210,17 @@ def test_export_writes_a_valid_certificate_and_never_the_key(keyed: Cli, tmp_pat
     assert keyed("export", str(target)) == 0, keyed.err
     pem = target.read_bytes()
     assert b"PRIVATE KEY" not in pem
-    peer = validate_peer_certificate(pem)
-    assert peer.jids == {ME}
-    identity = load_keyring(keyed.store).identity
+    # this device: its identity and encryption certificates
+    peer = load_device(pem)
+    assert peer.jids == {ME} and peer.encryption is not None
+    keyring = load_keyring(keyed.store)
+    assert keyring.device.keys is not None
+    assert peer.fingerprint == keyring.device.keys.fingerprint
+    # --rsa: the RSA certificate, for a peer of the draft's profile only
+    assert keyed("export", "--rsa") == 0
+    identity = keyring.identity
     assert identity is not None
-    assert peer.fingerprint == identity.fingerprint
+    assert validate_peer_certificate(keyed.out.encode()).fingerprint == identity.fingerprint
 
     assert keyed("export") == 0  # to stdout
     assert keyed.out.encode() == pem
@@ -374,9 +386,9 @@ def test_the_store_written_by_the_cli_is_what_the_plugin_loads(
 
     # The plugin opens account_store_path(data_dir, boundjid.bare) with a Keyring.
     keyring = load_keyring(account_store_path(keyed.data_dir, ME))
-    identity = keyring.identity
-    assert identity is not None
-    assert identity.fingerprint == fingerprint_of((tmp_path / "me.pem").read_bytes())
+    device = keyring.device.keys
+    assert device is not None
+    assert device.fingerprint == load_device((tmp_path / "me.pem").read_bytes()).fingerprint
     [record] = keyring.records(PEER)
     assert record.fingerprint == peer.fingerprint
     assert record.trust is TrustState.VERIFIED
@@ -537,3 +549,27 @@ def test_show_and_peers_say_whether_our_certificate_is_published(keyed: Cli) -> 
     record_publication(keyed.store, Publication(PublicationStatus.PUBLISHED, "00" * 32, "x"))
     assert keyed("show") == 0
     assert "unknown for this certificate" in keyed.out
+
+
+def test_a_device_exported_by_one_store_is_imported_by_another(keyed: Cli, tmp_path: Path) -> None:
+    """Exchanging devices by hand gives the authenticated profile: the identity is
+    held with its encryption certificate and is usable; an identity without its
+    encryption certificate is refused."""
+    exported = tmp_path / "romeo-device.pem"
+    assert keyed("export", str(exported)) == 0, keyed.err
+    assert keyed("keygen", jid=PEER) == 0, keyed.err
+    assert keyed("import", str(exported), jid=PEER) == 0, keyed.err
+    juliet = load_keyring(account_store_path(keyed.data_dir, PEER))
+    [record] = juliet.records(ME)
+    assert record.encryption_pem is not None
+    [usable] = juliet.usable(ME)
+    assert usable.authenticated and usable.encryption is not None
+    assert juliet.has_identity(ME)
+
+    lone = tmp_path / "identity-only.pem"
+    lone.write_bytes(
+        exported.read_bytes().split(b"-----END CERTIFICATE-----")[0]
+        + b"-----END CERTIFICATE-----\n"
+    )
+    assert keyed("import", str(lone), jid=PEER) == 1
+    assert "needs its encryption certificate" in keyed.err
