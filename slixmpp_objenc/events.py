@@ -50,8 +50,9 @@ class EncryptionInfo:
     ``untrusted`` for a device awaiting a decision...); ``None`` when not
     authenticated, and for this device's own stanzas."""
     idempotency_key: str = ""
-    """Lowercase hex of the envelope's MAC: the same for every copy of one envelope
-    (direct, carbon, offline, archive, or delivered again after a crash), so an
+    """Lowercase hex of the replay digest (PROTOCOL.md 6.1): the same for every copy
+    of one stanza (direct, carbon, offline, archive, either profile's envelope, or
+    delivered again after a crash), so an
     application that must act once per message deduplicates on it (delivery is
     at least once; README "Crashes")."""
     authenticated: bool = False

@@ -260,17 +260,14 @@ class Keyring:
         self, jid: str, identity_id: bytes, encryption_id: bytes
     ) -> X25519PublicKey | None:
         """The X25519 key of a device held **for** ``jid`` (the outer sender's bare
-        JID) whose identity and current encryption certificate have these ids; our
-        own device for our own JID. Any held state but ``revoked``: the trust
-        state is reported with what was delivered."""
+        JID) with these certificate ids (ours, for our own). A contact's device in
+        any state but ``revoked`` (its state is reported with what is delivered);
+        one of our own account only once accepted (a held one does not speak as us)."""
         fingerprint, encryption = identity_id.hex(), encryption_id.hex()
-        keys = self.device.keys
-        if keys is not None and fingerprint == keys.fingerprint:
-            own = self.device.certificate()
-            mine = own.encryption if own is not None and self.bare(jid) in own.jids else None
-            return mine.public_key if mine and mine.fingerprint == encryption else None
+        if self.device.keys is not None and fingerprint == self.device.keys.fingerprint:
+            return self.device.public_key(self.bare(jid), encryption)
         record = self.record(jid, fingerprint)
-        if record is None or record.trust is TrustState.REVOKED:
+        if record is None or record.trust in _refused_senders(record, tuple(self._identities)):
             return None
         peer = self._validated_certificate(record, self._clock())
         if peer is None or peer.encryption is None or peer.encryption.fingerprint != encryption:
@@ -338,7 +335,7 @@ class Keyring:
             self._validated[(record.fingerprint, record.encryption_pem)] = cached
         if cached.expired(now) or self.bare(record.jid) not in cached.jids:
             return None
-        return cached
+        return cached if _encryption_valid(cached, now) else None
 
     def observe_now(
         self,
@@ -378,7 +375,7 @@ class Keyring:
                     existing.first_seen,
                     now,
                     existing.source,
-                    encryption or existing.encryption_pem,
+                    newer_encryption(existing.encryption_pem, certificate),
                 )
             else:
                 default = (
@@ -472,3 +469,42 @@ def is_identity(cert_pem: bytes) -> bool:
         return isinstance(load_certificate(cert_pem).public_key(), Ed25519PublicKey)
     except (CertificateError, ValueError):
         return False
+
+
+def newer_encryption(held: bytes | None, published: PeerCertificate) -> bytes | None:
+    """The encryption certificate to keep for an identity: the one published if
+    it is newer (a later ``notBefore``) than the one held; a server replaying an
+    older one cannot take us back to it."""
+    if published.encryption is None:
+        return held
+    if held is not None:
+        try:
+            before = load_certificate(held).not_valid_before_utc
+        except CertificateError:
+            before = None
+        if before is not None and published.encryption.certificate.not_valid_before_utc <= before:
+            return held
+    return published.encryption.pem()
+
+
+def _encryption_valid(peer: PeerCertificate, now: datetime) -> bool:
+    """An expired encryption certificate is neither encrypted to nor opened with."""
+    encryption = peer.encryption
+    if encryption is None:
+        return True
+    validity = encryption.certificate
+    return validity.not_valid_before_utc <= now <= validity.not_valid_after_utc
+
+
+@functools.lru_cache(maxsize=8)
+def _own_jids(identities: tuple[Identity, ...]) -> frozenset[str]:
+    """The bare JIDs our RSA identities name (our own account)."""
+    return frozenset(a for i in identities for a in xmpp_addresses(i.certificate))
+
+
+def _refused_senders(
+    record: PeerRecord, identities: tuple[Identity, ...]
+) -> tuple[TrustState, ...]:
+    if record.jid in _own_jids(identities):
+        return (TrustState.REVOKED, TrustState.UNTRUSTED)
+    return (TrustState.REVOKED,)

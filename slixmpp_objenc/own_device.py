@@ -12,7 +12,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from .core import CertificateError, PeerCertificate, load_certificate
 from .core.auth_envelope import AuthSender
@@ -93,6 +93,13 @@ class OwnDevice:
         return _certificate_pem(keys.identity_certificate) + _certificate_pem(
             keys.encryption_certificate
         )
+
+    def public_key(self, bare: str | None, encryption: str) -> X25519PublicKey | None:
+        """Our X25519 key, if ``encryption`` is our encryption certificate's id and
+        ``bare`` a JID our identity names (our own stanzas, as a sender)."""
+        own = self.certificate()
+        mine = own.encryption if own is not None and bare in own.jids else None
+        return mine.public_key if mine is not None and mine.fingerprint == encryption else None
 
     def certificate(self) -> PeerCertificate | None:
         """Our identity with its encryption certificate, as a recipient of our own

@@ -12,6 +12,7 @@ read through callables.
 
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .auth_envelope import (
 from .certificates import Identity
 from .envelope import open_envelope
 from .errors import InvalidEnvelope
+from .timestamps import ReplayGuard, format_timestamp
 
 __all__ = [
     "DOWNGRADE",
@@ -73,7 +75,8 @@ class Opened:
     stanza_bytes: bytes
     timestamp: datetime
     digest: bytes
-    """The replay digest: M (draft profile) or SHA-256(T) (authenticated)."""
+    """The replay digest (:func:`replay_digest`): the same for every copy of one
+    stanza, whichever profile opened it."""
     cipher: str
     """The content cipher's wire name."""
     recipient_fingerprint: str
@@ -81,6 +84,10 @@ class Opened:
     sender_fingerprint: str | None = None
     """The sender device's identity fingerprint, proven by the wrap; ``None``
     for the draft's profile, which proves nothing about its sender."""
+    legacy_digest: bytes | None = None
+    """The draft's own replay digest, M: what stores kept before the replay
+    digest was the same for both profiles; checked too, so a stanza admitted
+    then is still a replay."""
 
     @property
     def authenticated(self) -> bool:
@@ -98,6 +105,30 @@ class OpeningContext:
     """Whether an identity certificate is held for a bare JID (RSA is then refused)."""
     legacy_allowed: Callable[[str], bool] = lambda _bare: False
     """Whether the user allowed a JID's legacy (RSA-only) devices."""
+
+
+REPLAY_LABEL: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 replay"
+
+
+def replay_digest(timestamp: datetime, stanza: bytes) -> bytes:
+    """SHA-256(label || 0x00 || N || 0x00 || S'): what the replay state keeps and
+    ``idempotency_key`` shows. Both copies of one stanza (one per profile) seal the
+    same N and S', so a copy replayed in the other profile is the same stanza
+    (PROTOCOL.md 6, 13.7); only its sender can make another S' with this N."""
+    return hashlib.sha256(
+        REPLAY_LABEL + b"\x00" + format_timestamp(timestamp).encode("ascii") + b"\x00" + stanza
+    ).digest()
+
+
+def admit(
+    guard: ReplayGuard, sender: str, opened: Opened, *, now: datetime, delay: datetime | None
+) -> None:
+    """Admit an opened copy into the replay state (:class:`StaleStanza` if not):
+    its replay digest, and for the draft's profile its M as well."""
+    guard.check(sender, opened.timestamp, opened.digest, now=now, delay=delay)
+    if opened.legacy_digest is not None:
+        guard.check(sender, opened.timestamp, opened.legacy_digest, now=now, delay=delay)
+    guard.record(sender, opened.timestamp, opened.digest, now=now)
 
 
 def open_copies(
@@ -144,7 +175,7 @@ def _open_authenticated(
         opened.stanza,
         opened.stanza_bytes,
         opened.timestamp,
-        opened.digest,
+        replay_digest(opened.timestamp, opened.stanza_bytes),
         CONTENT_ALGO,
         own.identity_id.hex(),
         opened.sender_identity_id.hex(),
@@ -163,8 +194,9 @@ def _open_draft(e2e: ET.Element, identities: Sequence[Identity], max_size: int) 
             opened.stanza,
             opened.stanza_bytes,
             opened.timestamp,
-            opened.digest,
+            replay_digest(opened.timestamp, opened.stanza_bytes),
             opened.cipher,
             identity.fingerprint,
+            legacy_digest=opened.digest,
         )
     return UNDECRYPTABLE

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -38,7 +38,15 @@ from .constants import (
 )
 from .errors import StaleStanza
 from .exchanges import Exchanges
-from .opening import DOWNGRADE, UNKNOWN_SENDER, Opened, OpeningContext, OwnKeys, open_copies
+from .opening import (
+    DOWNGRADE,
+    UNKNOWN_SENDER,
+    Opened,
+    OpeningContext,
+    OwnKeys,
+    admit,
+    open_copies,
+)
 from .rules import (
     SERVER_ADDED,
     ErrorBudget,
@@ -49,6 +57,7 @@ from .rules import (
     consistent,
     error_reply,
     foreign_mechanism,
+    forwarded_message,
     refuse_forwarded_plaintext,
     refuse_plaintext,
 )
@@ -98,13 +107,6 @@ _ERROR: Final = qname(NS_CLIENT, "error")
 _PEP_EVENT: Final = qname("http://jabber.org/protocol/pubsub#event", "event")
 _BODY: Final = qname(NS_CLIENT, "body")
 _SUBJECT: Final = qname(NS_CLIENT, "subject")
-_FORWARDED: Final = qname(NS_FORWARD, "forwarded")
-_MESSAGE: Final = qname(NS_CLIENT, "message")
-_WRAPPERS: Final = (
-    ("received", qname(NS_CARBONS, "received")),
-    ("sent", qname(NS_CARBONS, "sent")),
-    ("archive", qname(NS_MAM, "result")),
-)
 
 
 # -- what goes in ---------------------------------------------------------------
@@ -304,7 +306,7 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         answer = _error_answer(received, kind, ctx)
         return answer if answer is not None else _decide_plaintext(received, kind, kind_type, ctx)
     if kind == "message":
-        forwarded = _forwarded_message(xml)
+        forwarded = forwarded_message(xml)
         if forwarded is not None:
             return _decide_forwarded(received, *forwarded, ctx)
     copies = xml.findall(_E2E)
@@ -342,9 +344,7 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
     inner = _readdressed(envelope.stanza, xml, ctx)
     now = ctx.clock()
     try:
-        ctx.replay_guard.admit(
-            sender.full, envelope.timestamp, envelope.digest, now=now, delay=delay
-        )
+        admit(ctx.replay_guard, sender.full, envelope, now=now, delay=delay)
     except StaleStanza as stale:
         reply = error_reply(kind_type, stale.reason, sender, stanza_id, ctx.replies)
         return BadTimestamp(stale.reason, envelope.timestamp, inner, reply)
@@ -466,27 +466,6 @@ def _decide_plaintext(
     return PASS
 
 
-def _forwarded_message(
-    xml: ET.Element,
-) -> tuple[str, ET.Element | None, ET.Element | None] | None:
-    """A carbon (XEP-0280) or archive result (XEP-0313), its ``<forwarded/>`` and
-    the message it forwards; ``None`` when the message is neither. Anything but
-    exactly one wrapper holding exactly one forwarded message comes back without
-    them (malformed: slixmpp's own handlers might still read part of it)."""
-    found = [(kind, wrapper) for kind, tag in _WRAPPERS for wrapper in xml.findall(tag)]
-    if not found:
-        return None
-    kind = found[0][0]
-    if len(found) != 1:
-        carbon = any(k in ("received", "sent") for k, _ in found)
-        return ("received" if carbon else "archive"), None, None
-    forwarded = found[0][1].findall(_FORWARDED)
-    messages = forwarded[0].findall(_MESSAGE) if len(forwarded) == 1 else []
-    if len(messages) != 1:
-        return kind, None, None
-    return kind, forwarded[0], messages[0]
-
-
 def _decide_forwarded(
     received: Received,
     kind: str,
@@ -538,12 +517,18 @@ def _decide_forwarded(
     outgoing = sender.bare == own.bare
     if not sender.resource or (kind == "sent" and not outgoing):
         return fail("forged")
+    if kind == "sent" and sender.full == own.full:
+        return fail("forged")  # XEP-0280: never a carbon of our own stanza to us
+    if not ctx.ready():
+        return PARK
     if kind == "received" and to.bare != own.bare:
         return fail("forged")
     keys = OwnKeys(ctx.identities(), ctx.device_keys())
     if not keys.rsa and not keys.device:
         return UNAVAILABLE
-    envelope = open_copies(copies, keys, sender.bare, ctx.opening, max_size=ctx.max_envelope_size)
+    # history from before a contact's migration opens, as unauthenticated
+    opening = replace(ctx.opening, legacy_allowed=lambda _b: True) if archived else ctx.opening
+    envelope = open_copies(copies, keys, sender.bare, opening, max_size=ctx.max_envelope_size)
     if isinstance(envelope, str):
         if envelope == UNKNOWN_SENDER and not archived and ctx.may_fetch_sender(sender.bare):
             return FetchSender(sender.bare)
@@ -567,9 +552,7 @@ def _decide_forwarded(
             # time it first received it, like a direct stanza
             stamp = own_server_delay(received.element, ctx.own, ctx.parse)
             now = ctx.clock()
-            ctx.replay_guard.admit(
-                sender.full, envelope.timestamp, envelope.digest, now=now, delay=stamp
-            )
+            admit(ctx.replay_guard, sender.full, envelope, now=now, delay=stamp)
             admission = Admission(
                 sender.full, to_ms(envelope.timestamp), to_ms(now), envelope.digest
             )

@@ -43,6 +43,7 @@ __all__ = [
     "consistent",
     "error_reply",
     "foreign_mechanism",
+    "forwarded_message",
     "is_condition",
     "is_empty_envelope",
     "may_stand_beside_envelope",
@@ -481,3 +482,33 @@ def error_reply(
     if not policy.budget.take(sender.bare):
         return None
     return ErrorReply(sender.full, stanza_id, condition, e2e_condition)
+
+
+_FORWARD_WRAPPERS: Final = (
+    ("received", qname("urn:xmpp:carbons:2", "received")),
+    ("sent", qname("urn:xmpp:carbons:2", "sent")),
+    ("archive", qname("urn:xmpp:mam:2", "result")),
+)
+_FORWARDED_TAG: Final = qname("urn:xmpp:forward:0", "forwarded")
+_MESSAGE_TAG: Final = qname(NS_CLIENT, "message")
+
+
+def forwarded_message(
+    xml: ET.Element,
+) -> tuple[str, ET.Element | None, ET.Element | None] | None:
+    """A carbon (XEP-0280) or archive result (XEP-0313), its ``<forwarded/>`` and
+    the message it forwards; ``None`` when the message is neither. Anything but
+    exactly one wrapper holding exactly one forwarded message comes back without
+    them (malformed: slixmpp's own handlers might still read part of it)."""
+    found = [(kind, wrapper) for kind, tag in _FORWARD_WRAPPERS for wrapper in xml.findall(tag)]
+    if not found:
+        return None
+    kind = found[0][0]
+    if len(found) != 1:
+        carbon = any(k in ("received", "sent") for k, _ in found)
+        return ("received" if carbon else "archive"), None, None
+    forwarded = found[0][1].findall(_FORWARDED_TAG)
+    messages = forwarded[0].findall(_MESSAGE_TAG) if len(forwarded) == 1 else []
+    if len(messages) != 1:
+        return kind, None, None
+    return kind, forwarded[0], messages[0]

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -310,15 +311,7 @@ class KeyDirectory:
             peer = publication.certificates[sighting.fingerprint]
             if sighting.observation is Observation.VOUCHED:
                 rsa_fingerprint = publication.vouches[sighting.fingerprint][0]
-                key, value = self.keyring.use_vouch_now(bare, rsa_fingerprint, peer.fingerprint)
-                self._persistence.set_setting(key, value)
-                log.info(
-                    "objenc: %s's identity %s is vouched for by its %s certificate %s",
-                    bare,
-                    peer.fingerprint,
-                    sighting.trust,
-                    rsa_fingerprint,
-                )
+                await take_vouch(self.keyring, self._persistence, bare, rsa_fingerprint, peer)
             await self.keyring.observe(peer, source="pep", jid=bare, trust=sighting.trust)
             self._report(bare, sighting.observation, sighting.trust, sighting.previous, peer)
         await self._withdrawn(bare, result)
@@ -486,11 +479,32 @@ def _published_item(item: ET.Element, devices_read: bool) -> PublishedItem:
     )
 
 
+async def take_vouch(
+    keyring: Keyring,
+    persistence: Persistence,
+    bare: str,
+    rsa_fingerprint: str,
+    peer: PeerCertificate,
+) -> None:
+    """A vouch carries the RSA certificate's trust to the identity: remember that
+    it was used (once), and drop the RSA certificate, which is the same device
+    (it would otherwise stay beside it, outside every verification)."""
+    key, value = keyring.use_vouch_now(bare, rsa_fingerprint, peer.fingerprint)
+    persistence.set_setting(key, value)
+    log.info("objenc: %s's %s vouches for its identity %s", bare, rsa_fingerprint, peer.fingerprint)
+    await keyring.forget(bare, rsa_fingerprint)
+
+
 def vouched_trust(keyring: Keyring, bare: str, publication: Publication) -> dict[str, TrustState]:
     """New identities that take the trust of the RSA certificate vouching for
-    them: one we hold pinned or verified for this JID, not used before."""
+    them: one we hold pinned or verified for this JID, not used before, and
+    vouching for no other identity in this publication (one device, one
+    identity: two claims take nothing, and are held like any new device)."""
     inherited = {}
+    claims = Counter(rsa for rsa, _signature in publication.vouches.values())
     for fingerprint, (rsa_fingerprint, signature) in publication.vouches.items():
+        if claims[rsa_fingerprint] != 1:
+            continue
         record = keyring.record(bare, rsa_fingerprint)
         if (
             keyring.record(bare, fingerprint) is not None

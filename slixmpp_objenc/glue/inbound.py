@@ -75,6 +75,10 @@ MAX_PARKED: Final = 1000
 """Encrypted stanzas kept while our keys load; more are dropped (reported)."""
 MAX_AWAITING_SENDER: Final = 64
 """Stanzas kept per sender while its node is fetched; more are refused (reported)."""
+MAX_AWAITING_TOTAL: Final = 256
+"""Stanzas kept in all while senders' nodes are fetched."""
+MAX_SENDERS_AWAITED: Final = 16
+"""Senders whose nodes are fetched at once."""
 SENDER_REFETCH_SECONDS: Final = 60.0
 """A sender's node is fetched for an unknown device at most this often: a server
 sending stanzas that claim unknown devices cannot make us fetch without end."""
@@ -110,6 +114,8 @@ class Inbound:
         self._info: weakref.WeakKeyDictionary[ET.Element, EncryptionInfo] = (
             weakref.WeakKeyDictionary()
         )
+        self._opened: weakref.WeakSet[ET.Element] = weakref.WeakSet()
+        """Stanzas this filter opened (or that carry what it opened): never again."""
         self._archive_errors: weakref.WeakKeyDictionary[ET.Element, str] = (
             weakref.WeakKeyDictionary()
         )
@@ -127,7 +133,7 @@ class Inbound:
     def receive(self, stanza: StanzaBase) -> StanzaBase | None:
         """'in' filter: open ``<e2e/>``, hand back the plaintext; never raises."""
         try:
-            if not isinstance(stanza, Message | Iq | Presence) or stanza.xml in self._info:
+            if not isinstance(stanza, Message | Iq | Presence) or stanza.xml in self._opened:
                 return stanza  # not a stanza, or ours: decrypted already, being dispatched
             verdict = decide(Received(stanza.xml, address(stanza["from"])), self.context)
             return self._execute(stanza, verdict)
@@ -144,10 +150,20 @@ class Inbound:
                 dispatch_local(self.xmpp, result)
 
     def may_fetch_sender(self, bare: str) -> bool:
-        """Whether to fetch ``bare``'s node for a device we do not hold: one fetch
+        """Whether to fetch ``bare``'s node for a device we do not hold: only our own
+        account, a JID we hold devices for, or one whose presence we receive (its
+        node is readable to us: XEP-0163 ``presence`` access), so a stranger (or a
+        server inventing senders) makes us fetch nothing and pin nothing; one fetch
         at a time, at most every :data:`SENDER_REFETCH_SECONDS`."""
         if bare in self._awaiting:
             return True  # one is running: wait for it too
+        known = (
+            bare == self.xmpp.boundjid.bare
+            or bool(self._keyring.records(bare))
+            or _subscribed_to(self.xmpp, bare)
+        )
+        if not known or len(self._awaiting) >= MAX_SENDERS_AWAITED:
+            return False
         last = self._fetched.get(bare)
         return last is None or time.monotonic() - last >= SENDER_REFETCH_SECONDS
 
@@ -156,7 +172,8 @@ class Inbound:
         if waiting is None:
             waiting = self._awaiting[bare] = []
             self._tasks.spawn(self._fetch_sender(bare))
-        if len(waiting) >= MAX_AWAITING_SENDER:
+        total = sum(len(w) for w in self._awaiting.values())
+        if len(waiting) >= MAX_AWAITING_SENDER or total >= MAX_AWAITING_TOTAL:
             self.xmpp.event(
                 "objenc_decryption_failed", DecryptionFailedEvent(stanza, "undecryptable")
             )
@@ -246,10 +263,12 @@ class Inbound:
             verdict.forwarded.remove(verdict.original)
             verdict.forwarded.append(verdict.inner)
             self._info[verdict.inner] = info
+            self._opened.add(stanza.xml)  # dispatched again after a wait: not a second time
             delivered: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins
         else:
             delivered = self.xmpp._build_stanza(verdict.inner)
             self._info[delivered.xml] = info
+            self._opened.add(delivered.xml)
         if verdict.admission is not None:
             self._persistence.admitted(verdict.admission, self.context.replay_guard)
         if verdict.sender_bare is not None and verdict.forwarded is None:
@@ -377,3 +396,9 @@ def inbound_context(
         ),
         max_envelope_size=int(config.get("max_envelope_size", DEFAULT_MAX_ENVELOPE_SIZE)),
     )
+
+
+def _subscribed_to(xmpp: Any, bare: str) -> bool:
+    """Whether our roster says we receive ``bare``'s presence (``to`` or ``both``)."""
+    roster = xmpp.client_roster
+    return bool(roster.has_jid(bare)) and roster[bare]["subscription"] in ("to", "both")

@@ -138,6 +138,8 @@ class AuthTestCase(SlixTest):
         for name in EVENTS:
             self.xmpp.add_event_handler(name, self.events[name].append)
         self.run_coro(self.plugin.ready())  # our device keys are made at load
+        # Alice is a contact whose presence we receive: her node is readable to us
+        self.xmpp.client_roster.add(ALICE_JID, afrom=True, ato=True)
         keys = self.plugin.keyring.device.keys
         assert keys is not None, "the authenticated profile is on in test_auth_* modules"
         self.tester: DeviceKeys = keys
