@@ -45,6 +45,7 @@ __all__ = [
     "OpenedAuthEnvelope",
     "SenderResolver",
     "addressed_to",
+    "introduction",
     "is_authenticated",
     "open_authenticated",
     "seal_authenticated",
@@ -62,6 +63,9 @@ refuses an envelope with more ``<key/>`` elements before any cryptography."""
 _E2E: Final = qname(NS_OBJENC, "e2e")
 _KEY: Final = qname(NS_OBJENC, "key")
 _DATA: Final = qname(NS_OBJENC, "data")
+_DEVICE: Final = qname(NS_OBJENC, "device")
+MAX_INTRODUCED: Final = 16 * 1024
+"""Largest certificate an introduction may carry, in DER bytes."""
 _ID_SIZE: Final = 32
 
 
@@ -148,9 +152,13 @@ def seal_authenticated(
     pad_to: int = 0,
     random_bytes: Callable[[int], bytes] = os.urandom,
     ephemeral_ikm: list[bytes] | None = None,
+    introduce: tuple[bytes, bytes] | None = None,
 ) -> ET.Element:
     """The ``<e2e/>`` for ``stanza`` (S'), one ``<key/>`` per recipient device.
-    :class:`EncryptionError` without recipients or with a naive timestamp."""
+    With ``introduce`` (our identity and encryption certificates, DER), a
+    ``<device/>`` carries them too, for a recipient that cannot read our node
+    (PROTOCOL.md 13.7). :class:`EncryptionError` without recipients or with a
+    naive timestamp."""
     if not recipients:
         raise EncryptionError("no recipient device")
     if len(recipients) > MAX_WRAPS:
@@ -191,7 +199,38 @@ def seal_authenticated(
         },
     )
     data.text = b64encode(sealed)
+    if introduce is not None:
+        device = ET.SubElement(e2e, _DEVICE)
+        for name, der in zip(("identity", "encryption"), introduce, strict=True):
+            ET.SubElement(device, qname(NS_OBJENC, name)).text = b64encode(der)
     return e2e
+
+
+def introduction(e2e: ET.Element) -> tuple[bytes, bytes] | None:
+    """The sender's identity and encryption certificates (DER) a copy carries,
+    if it carries exactly one well-formed ``<device/>`` whose certificates have
+    the ids ``<data/>`` names; ``None`` otherwise. Not checked as certificates:
+    :func:`~.devices.validate_device` does that."""
+    devices = e2e.findall(_DEVICE)
+    ids = sender_ids(e2e)
+    if len(devices) != 1 or ids is None:
+        return None
+    found = []
+    for name in ("identity", "encryption"):
+        children = devices[0].findall(qname(NS_OBJENC, name))
+        if len(children) != 1:
+            return None
+        try:
+            der = b64decode_strict(children[0].text)
+        except ValueError:
+            return None
+        if not der or len(der) > MAX_INTRODUCED:
+            return None
+        found.append(der)
+    identity, encryption = found
+    if (hashlib.sha256(identity).digest(), hashlib.sha256(encryption).digest()) != ids:
+        return None
+    return identity, encryption
 
 
 def open_authenticated(

@@ -13,6 +13,8 @@ send decision reads (:class:`~slixmpp_objenc.core.send.KeyDirectoryView`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import time
 import xml.etree.ElementTree as ET
@@ -187,6 +189,16 @@ class KeyDirectory:
         sharing a fetch already running."""
         self._misses.pop(bare, None)
         await self.ensure_discovered(bare)
+
+    async def introduced(self, bare: str, identity: bytes, encryption: bytes) -> None:
+        """A device a stanza introduced (its sender's node is closed to us): taken
+        as one item of that node would be, with the same rules (first contact
+        pinned, anything new held), never as the whole node."""
+        item = ET.Element("item", {"id": hashlib.sha256(identity).hexdigest()})
+        device = ET.SubElement(item, _DEVICE_TAG)
+        for tag, der in ((_IDENTITY_TAG, identity), (_ENCRYPTION_TAG, encryption)):
+            ET.SubElement(device, tag).text = base64.b64encode(der).decode("ascii")
+        await self.reconcile(bare, [item], complete=False)
 
     async def ensure_discovered(self, bare: str) -> None:
         """One fetch per contact at a time; concurrent senders share it."""

@@ -22,6 +22,7 @@ from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
 
 from ..core import EncryptionError, Identity, ReplayGuard
+from ..core.auth_envelope import introduction, is_authenticated
 from ..core.constants import DEFAULT_MAX_ENVELOPE_SIZE, NS_E2E_ERRORS, NS_OBJENC, qname
 from ..core.exchanges import Exchanges
 from ..core.opening import DOWNGRADE, Opened, OpeningContext
@@ -104,6 +105,7 @@ class Inbound:
         self._tasks = tasks
         self._awaiting: dict[str, list[StanzaBase]] = {}
         self._fetched: dict[str, float] = {}
+        self._deciding: set[str] = set()
         context.may_fetch_sender = self.may_fetch_sender
         self._resources = resources
         self.context = context
@@ -158,14 +160,21 @@ class Inbound:
         if bare in self._awaiting:
             return True  # one is running: wait for it too
         known = (
-            bare == self.xmpp.boundjid.bare
+            self._readable(bare)
+            or self.xmpp.client_roster.has_jid(bare)
             or bool(self._keyring.records(bare))
-            or _subscribed_to(self.xmpp, bare)
         )
-        if not known or len(self._awaiting) >= MAX_SENDERS_AWAITED:
+        if not known or bare in self._deciding or len(self._awaiting) >= MAX_SENDERS_AWAITED:
             return False
+        if not self._readable(bare):
+            return True  # no read: its stanzas introduce their devices, at no cost
         last = self._fetched.get(bare)
         return last is None or time.monotonic() - last >= SENDER_REFETCH_SECONDS
+
+    def _readable(self, bare: str) -> bool:
+        """Whether ``bare``'s node is readable to us: ours, or we receive its
+        presence (otherwise its stanzas introduce their devices)."""
+        return bare == self.xmpp.boundjid.bare or _subscribed_to(self.xmpp, bare)
 
     def _await_sender(self, stanza: StanzaBase, bare: str) -> None:
         waiting = self._awaiting.get(bare)
@@ -184,7 +193,13 @@ class Inbound:
         """A device of ``bare`` we do not hold wrote: read its node, then decide
         again on what it sent (no second fetch: unknown then is undecryptable)."""
         try:
-            await self._directory.refresh(bare)
+            if self._readable(bare):
+                await self._directory.refresh(bare)
+            else:
+                # a contact in our roster whose presence we do not receive: its node
+                # is closed to us, so it introduced its device in the stanza
+                for stanza in list(self._awaiting.get(bare, [])):
+                    await self._learn_introduced(stanza, bare)
         except Exception:
             log.exception("objenc: reading %s's certificates failed", bare)
         finally:
@@ -192,10 +207,21 @@ class Inbound:
             while len(self._fetched) > 4 * MAX_PARKED:
                 del self._fetched[next(iter(self._fetched))]
             waiting = self._awaiting.pop(bare, [])
-        for stanza in waiting:
-            result = self.receive(stanza)
+        self._deciding.add(bare)  # decided again: unknown now is undecryptable
+        try:
+            results = [self.receive(stanza) for stanza in waiting]
+        finally:
+            self._deciding.discard(bare)
+        for result in results:
             if result is not None:
                 dispatch_local(self.xmpp, result)
+
+    async def _learn_introduced(self, stanza: StanzaBase, bare: str) -> None:
+        for e2e in stanza.xml.findall(_E2E_TAG):
+            introduced = introduction(e2e) if is_authenticated(e2e) else None
+            if introduced is not None:
+                await self._directory.introduced(bare, *introduced)
+                return
 
     def _execute(self, stanza: StanzaBase, verdict: Verdict) -> StanzaBase | None:
         if isinstance(verdict, Pass):

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from slixmpp import Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase, tostring
 
@@ -295,7 +296,7 @@ class Outbound:
             if not had_from:
                 del xml.attrib["from"]
         timestamp = self._persistence.next_timestamp()
-        copies = self._seal_copies(stanza_string, recipients, timestamp)
+        copies = self._seal_copies(stanza_string, recipients, timestamp, stanza["to"].bare)
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         outside = outside_envelope(xml, stanza.name, self.fallback_body)
@@ -319,7 +320,11 @@ class Outbound:
         self.context.exchanges.sent(outer_id, inner_id, str(stanza["to"]), request=request)
 
     def _seal_copies(
-        self, stanza_string: bytes, recipients: Sequence[PeerCertificate], timestamp: datetime
+        self,
+        stanza_string: bytes,
+        recipients: Sequence[PeerCertificate],
+        timestamp: datetime,
+        contact: str = "",
     ) -> list[ET.Element]:
         """One ``<e2e/>`` per profile the recipients speak (PROTOCOL.md 13.7): the
         draft's first (a draft-only receiver opens the first one), then ours."""
@@ -354,9 +359,24 @@ class Outbound:
                     timestamp=timestamp,
                     pad_to=self.padding,
                     random_bytes=self.random_bytes,
+                    introduce=self._introduction(contact),
                 )
             )
         return copies
+
+    def _introduction(self, contact: str) -> tuple[bytes, bytes] | None:
+        """Our certificates, for a contact that cannot read our node (it does not
+        receive our presence: PEP's ``presence`` access), so it can check who wrote."""
+        keys = self._directory.keyring.device.keys
+        if keys is None or not contact or contact == self.context.own_bare:
+            return None
+        roster = self.xmpp.client_roster
+        if roster.has_jid(contact) and roster[contact]["subscription"] in ("from", "both"):
+            return None
+        return (
+            keys.identity_certificate.public_bytes(Encoding.DER),
+            keys.encryption_certificate.public_bytes(Encoding.DER),
+        )
 
 
 def _auth_recipient(peer: PeerCertificate) -> AuthRecipient:

@@ -541,3 +541,41 @@ async def test_a_slipped_rsa_certificate_is_not_encrypted_to(
         with pytest.raises(InvalidEnvelope):
             open_envelope(e2e, slipped.private_key)
     assert body not in wire.text()
+
+
+async def test_a_one_way_subscription_still_authenticates(
+    connect_client: Connector, account: Any, tmp_path: Path
+) -> None:
+    """Alice receives Bob's presence, Bob not hers: her node is closed to him, so
+    her stanzas introduce her device (PROTOCOL.md 13.7); Bob pins it from there
+    and both directions are authenticated. Without it, Bob could not tell who
+    wrote and refused Alice's messages."""
+    alice_jid, alice_pw = await account("alice")
+    bob_jid, bob_pw = await account("bob")
+    alice = await connect(connect_client, alice_jid, alice_pw, tmp_path / "A1", "A1")
+    bob = await connect(connect_client, bob_jid, bob_pw, tmp_path / "B1", "B1")
+    bob.auto_subscribe = False
+    alice.send_presence(pto=bob_jid, ptype="subscribe")
+    await eventually(
+        lambda: (
+            alice.client_roster[bob_jid]["subscription"] == "to"
+            and bob.client_roster[alice_jid]["subscription"] == "from"
+        ),
+        lambda: "the one-way subscription did not complete",
+    )
+    got_bob = queue_of(bob, "message")
+    body = secret("one way")
+    alice.send_message(mto=bob_jid, mbody=body, mtype="chat")
+    msg = await next_matching(got_bob, lambda m: m["body"] == body, "Alice's message")
+    info = bob.plugin["objenc"].encryption_info(msg)
+    assert info is not None and info.authenticated
+    assert info.sender_fingerprint == alice.plugin["objenc"].fingerprint
+    assert info.sender_trust is TrustState.TOFU
+
+    got_alice = queue_of(alice, "message")
+    reply = secret("and back")
+    bob.send_message(mto=alice_jid, mbody=reply, mtype="chat")
+    answer = await next_matching(got_alice, lambda m: m["body"] == reply, "Bob's reply")
+    info = alice.plugin["objenc"].encryption_info(answer)
+    assert info is not None and info.authenticated
+    assert info.sender_fingerprint == bob.plugin["objenc"].fingerprint

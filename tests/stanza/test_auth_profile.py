@@ -36,6 +36,7 @@ from slixmpp_objenc.core import Recipient, TimestampSource, open_envelope, seal
 from slixmpp_objenc.core.auth_envelope import (
     AuthRecipient,
     AuthSender,
+    introduction,
     is_authenticated,
     open_authenticated,
     seal_authenticated,
@@ -521,3 +522,96 @@ class TestSending(AuthTestCase):
         assert b"old client" in opened.stanza_bytes
         named = {k.get("identity-sha256") for k in authenticated.findall(KEY)}
         assert named == {self.tester.fingerprint}  # our own device: the archive stays readable
+
+
+CAROL_JID = "carol@example.org"
+CAROL_DEVICE = generate_device_keys(CAROL_JID, now=NOW)
+CAROL_CHAT = (
+    f"<message xmlns='jabber:client' from='{CAROL_JID}/laptop' to='{ME}/resource' "
+    "type='chat'><body>{body}</body></message>"
+)
+
+
+def introduced_by(keys: DeviceKeys) -> tuple[bytes, bytes]:
+    return (
+        keys.identity_certificate.public_bytes(Encoding.DER),
+        keys.encryption_certificate.public_bytes(Encoding.DER),
+    )
+
+
+class TestIntroduction(AuthTestCase):
+    """A one-way subscription: Carol receives our presence (so she reads our node),
+    we do not receive hers (her node is closed to us). Her stanzas introduce her
+    device (PROTOCOL.md 13.7); only a JID in our roster is taken that way."""
+
+    def carol_sealed(self, body: str, introduce: tuple[bytes, bytes] | None) -> ET.Element:
+        return seal_authenticated(
+            CAROL_CHAT.format(body=body).encode(),
+            sender_of(CAROL_DEVICE),
+            [recipient_of(self.tester)],
+            timestamp=self.clock.next(),
+            pad_to=64,
+            introduce=introduce,
+        )
+
+    def test_a_device_introduced_by_a_contact_whose_node_is_closed_to_us_opens(self) -> None:
+        """First contact in one direction: pinned from the introduction, authenticated."""
+        self.xmpp.client_roster.add(CAROL_JID, afrom=True)  # 'from': she sees us
+        e2e = self.carol_sealed("hi, one way", introduced_by(CAROL_DEVICE))
+        self.recv(self.wire(e2e, frm=f"{CAROL_JID}/laptop"))
+        assert self.no_fetch_pending()  # her node is not read: it is closed to us
+        assert self.bodies() == ["hi, one way"]
+        info = self.plugin.encryption_info(self.events["message"][0])
+        assert info is not None and info.authenticated
+        assert info.sender_fingerprint == CAROL_DEVICE.fingerprint
+        assert info.sender_trust is TrustState.TOFU
+
+    def test_a_stranger_introducing_a_device_is_refused_and_not_pinned(self) -> None:
+        """Not in our roster: no introduction is taken (nothing pinned, nothing grows)."""
+        e2e = self.carol_sealed("spam", introduced_by(CAROL_DEVICE))
+        self.recv(self.wire(e2e, frm=f"{CAROL_JID}/laptop"))
+        assert self.bodies() == [] and self.failures() == ["undecryptable"]
+        assert self.plugin.keyring.records(CAROL_JID) == []
+
+    def test_an_introduction_of_another_device_than_the_sender_is_refused(self) -> None:
+        """The introduced certificates must be the ones <data/> names."""
+        self.xmpp.client_roster.add(CAROL_JID, afrom=True)
+        other = generate_device_keys(CAROL_JID, now=NOW)
+        e2e = self.carol_sealed("who wrote this", introduced_by(other))
+        self.recv(self.wire(e2e, frm=f"{CAROL_JID}/laptop"))
+        assert self.bodies() == [] and self.failures() == ["undecryptable"]
+        assert self.plugin.keyring.records(CAROL_JID) == []
+
+    def test_an_introduction_never_replaces_what_is_held(self) -> None:
+        """A new device introduced for a contact we hold: held for a decision."""
+        self.xmpp.client_roster.add(CAROL_JID, afrom=True)
+        self.recv(
+            self.wire(
+                self.carol_sealed("one", introduced_by(CAROL_DEVICE)), frm=f"{CAROL_JID}/laptop"
+            )
+        )
+        intruder = generate_device_keys(CAROL_JID, now=NOW)
+        e2e = seal_authenticated(
+            CAROL_CHAT.format(body="two").encode(),
+            sender_of(intruder),
+            [recipient_of(self.tester)],
+            timestamp=self.clock.next(),
+            introduce=introduced_by(intruder),
+        )
+        self.recv(self.wire(e2e, frm=f"{CAROL_JID}/laptop", outer_id="o2"))
+        record = self.plugin.keyring.record(CAROL_JID, intruder.fingerprint)
+        assert record is not None and record.trust is TrustState.UNTRUSTED
+        assert len(self.events["objenc_key_changed"]) == 1
+
+    def test_we_introduce_ourselves_to_a_contact_that_does_not_see_our_presence(self) -> None:
+        """Sending: a <device/> with our certificates only where the contact cannot
+        read our node; none to a contact subscribed to us."""
+        self.pin_alice()
+        for subscription, introduced in (("to", True), ("both", False)):
+            self.xmpp.client_roster.add(ALICE_JID, afrom=subscription == "both", ato=True)
+            self.xmpp.send_message(mto=ALICE_JID, mbody="x", mtype="chat")
+            outer = self.take(lambda s: s.tag.endswith("message"), "message")
+            [e2e] = outer.findall(E2E)
+            assert (introduction(e2e) is not None) is introduced, subscription
+            if introduced:
+                assert introduction(e2e) == introduced_by(self.tester)
