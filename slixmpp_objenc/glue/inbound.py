@@ -159,15 +159,14 @@ class Inbound:
         at a time, at most every :data:`SENDER_REFETCH_SECONDS`."""
         if bare in self._awaiting:
             return True  # one is running: wait for it too
-        known = (
-            self._readable(bare)
-            or self.xmpp.client_roster.has_jid(bare)
-            or bool(self._keyring.records(bare))
-        )
-        if not known or bare in self._deciding or len(self._awaiting) >= MAX_SENDERS_AWAITED:
+        readable = self._readable(bare)
+        introducing = _subscription(self.xmpp, bare) == "from"  # sees us, we not it
+        if not (readable or introducing) or bare in self._deciding:
             return False
-        if not self._readable(bare):
-            return True  # no read: its stanzas introduce their devices, at no cost
+        if len(self._awaiting) >= MAX_SENDERS_AWAITED:
+            return False
+        if introducing and not readable and not self._keyring.records(bare):
+            return True  # its first introduction: no read, at no cost
         last = self._fetched.get(bare)
         return last is None or time.monotonic() - last >= SENDER_REFETCH_SECONDS
 
@@ -424,7 +423,14 @@ def inbound_context(
     )
 
 
+def _subscription(xmpp: Any, bare: str) -> str:
+    """Our roster's subscription with ``bare`` (``none`` when it has none). Read
+    without creating an item (slixmpp makes one for any JID that sends us a
+    presence, so being "in the roster" says nothing)."""
+    roster = xmpp.client_roster
+    return str(roster[bare]["subscription"]) if roster.has_jid(bare) else "none"
+
+
 def _subscribed_to(xmpp: Any, bare: str) -> bool:
     """Whether our roster says we receive ``bare``'s presence (``to`` or ``both``)."""
-    roster = xmpp.client_roster
-    return bool(roster.has_jid(bare)) and roster[bare]["subscription"] in ("to", "both")
+    return _subscription(xmpp, bare) in ("to", "both")

@@ -590,6 +590,7 @@ class TestIntroduction(AuthTestCase):
                 self.carol_sealed("one", introduced_by(CAROL_DEVICE)), frm=f"{CAROL_JID}/laptop"
             )
         )
+        self.plugin.inbound._fetched.clear()  # a minute later (one introduction a minute)
         intruder = generate_device_keys(CAROL_JID, now=NOW)
         e2e = seal_authenticated(
             CAROL_CHAT.format(body="two").encode(),
