@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from .base import OwnIdentityRecord, PeerRecord, Storage, TrustState
+from .base import OwnEncryptionKeyRecord, OwnIdentityRecord, PeerRecord, Storage, TrustState
 from .memory import MemoryStorage
 from .sqlite import SQLiteStorage, account_store_path, default_data_dir
 
 __all__ = [
     "MemoryStorage",
+    "OwnEncryptionKeyRecord",
     "OwnIdentityRecord",
     "PeerRecord",
     "SQLiteStorage",

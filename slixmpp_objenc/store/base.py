@@ -16,6 +16,7 @@ from ..core.replay import ReplayGuardState, ReplayPolicy
 from ..core.trust import TrustState
 
 __all__ = [
+    "OwnEncryptionKeyRecord",
     "OwnIdentityRecord",
     "PeerRecord",
     "Storage",
@@ -39,6 +40,24 @@ class OwnIdentityRecord:
     identity. ``None`` for an RSA identity (the draft's profile)."""
     encryption_cert_pem: bytes | None = None
     """The certificate of :attr:`encryption_key_pem` (PEM); see there."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnEncryptionKeyRecord:
+    """One of our own X25519 encryption keys (authenticated profile) with its certificate,
+    kept in the history of keys that the identity rotates (PROTOCOL.md 13)."""
+
+    fingerprint: str
+    """SHA-256 (hex) of the certificate's DER."""
+    identity_fingerprint: str
+    """The fingerprint of the identity that issued the certificate."""
+    key_pem: bytes
+    """The private key, PKCS#8 PEM."""
+    cert_pem: bytes
+    """Its certificate, PEM."""
+    issued_at: datetime
+    retired_at: datetime | None = None
+    """When a newer key replaced it; ``None`` while it is the current one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +105,24 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def save_identity(self, record: OwnIdentityRecord) -> None:
         """Insert or replace (by fingerprint)."""
+
+    # our encryption keys (optional: the base store keeps none)
+    async def load_encryption_keys(self) -> list[OwnEncryptionKeyRecord]:
+        """Every encryption key held, oldest first. The base implementation holds none."""
+        return []
+
+    async def save_encryption_key(self, record: OwnEncryptionKeyRecord) -> None:
+        """Insert or replace (by fingerprint)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not keep encryption keys (save_encryption_key)"
+        )
+
+    async def destroy_encryption_key(self, fingerprint: str) -> None:
+        """Delete the private key so that it cannot be recovered from this store's files
+        (SQLite: secure_delete, then a WAL checkpoint); no error if absent."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not keep encryption keys (destroy_encryption_key)"
+        )
 
     # peers
     @abc.abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from ..core.replay import ReplayGuardState, ReplayLedger, ReplayPolicy
-from .base import OwnIdentityRecord, PeerRecord, Storage
+from .base import OwnEncryptionKeyRecord, OwnIdentityRecord, PeerRecord, Storage
 
 __all__ = ["MemoryStorage"]
 
@@ -15,6 +15,7 @@ class MemoryStorage(Storage):
 
     def __init__(self) -> None:
         self.identities: dict[str, OwnIdentityRecord] = {}
+        self.encryption_keys: dict[str, OwnEncryptionKeyRecord] = {}
         self.peers: dict[tuple[str, str], PeerRecord] = {}
         self.replay = ReplayLedger()
         """The replay state, bounded by the same code as the guard's."""
@@ -25,6 +26,15 @@ class MemoryStorage(Storage):
 
     async def save_identity(self, record: OwnIdentityRecord) -> None:
         self.identities[record.fingerprint] = record
+
+    async def load_encryption_keys(self) -> list[OwnEncryptionKeyRecord]:
+        return sorted(self.encryption_keys.values(), key=lambda r: r.issued_at)
+
+    async def save_encryption_key(self, record: OwnEncryptionKeyRecord) -> None:
+        self.encryption_keys[record.fingerprint] = record
+
+    async def destroy_encryption_key(self, fingerprint: str) -> None:
+        self.encryption_keys.pop(fingerprint, None)
 
     async def load_peers(self) -> list[PeerRecord]:
         return list(self.peers.values())

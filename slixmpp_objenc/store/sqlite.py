@@ -36,7 +36,8 @@ state per sender bare JID (PROTOCOL.md 6); digests from version 1 have no known
 sender and are kept, refused from every sender, until they expire. Version 3
 adds the authenticated profile's keys (PROTOCOL.md 13): an identity's X25519
 encryption key and certificate, a peer's latest encryption certificate (all
-``NULL`` for RSA, so older rows read as such).
+``NULL`` for RSA, so older rows read as such). Version 4 adds the history of our
+encryption keys (:mod:`~slixmpp_objenc.store.sqlite_keys`).
 
 Times are stored as integer milliseconds since the epoch, UTC (sub-millisecond
 precision is truncated, like everywhere else in the protocol), and come back
@@ -60,8 +61,9 @@ from typing import Final
 from ..core.certificates import normalize_bare_jid
 from ..core.errors import EncryptionError
 from ..core.replay import ReplayGuardState, ReplayPolicy
+from . import sqlite_keys as keys_sql
 from . import sqlite_replay as replay_sql
-from .base import OwnIdentityRecord, PeerRecord, Storage, TrustState
+from .base import OwnEncryptionKeyRecord, OwnIdentityRecord, PeerRecord, Storage, TrustState
 
 __all__ = [
     "APPLICATION_ID",
@@ -176,10 +178,13 @@ _V3_ENCRYPTION_CERTIFICATES: Final = _sql(
     "ALTER TABLE peers ADD COLUMN encryption_pem BLOB",
 )
 
+_V4_ENCRYPTION_KEY_HISTORY: Final = _sql(keys_sql.CREATE_TABLE)
+
 MIGRATIONS: list[Migration] = [
     _V1_INITIAL_SCHEMA,
     _V2_REPLAY_PER_SENDER,
     _V3_ENCRYPTION_CERTIFICATES,
+    _V4_ENCRYPTION_KEY_HISTORY,
 ]
 """``MIGRATIONS[n]`` migrates version ``n`` to ``n + 1``; the latest version is its length."""
 
@@ -327,7 +332,7 @@ class SQLiteStorage(Storage):
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA secure_delete = ON")  # destroy_encryption_key relies on it
             self._check_version(conn)  # again: it may have changed in between
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -434,6 +439,21 @@ class SQLiteStorage(Storage):
                 " encryption_cert_pem = excluded.encryption_cert_pem",
                 params,
             )
+
+    # -- our encryption keys
+
+    async def load_encryption_keys(self) -> list[OwnEncryptionKeyRecord]:
+        with self._tx(write=False) as conn:
+            return keys_sql.load(conn, _from_ms)
+
+    async def save_encryption_key(self, record: OwnEncryptionKeyRecord) -> None:
+        with self._tx(write=True) as conn:
+            keys_sql.save(conn, record, _to_ms)
+
+    async def destroy_encryption_key(self, fingerprint: str) -> None:
+        with self._tx(write=True) as conn:
+            keys_sql.delete(conn, fingerprint)
+        keys_sql.checkpoint(conn, self.path)  # after the commit: the WAL let go of the page
 
     # -- peers
 

@@ -17,7 +17,14 @@ import pytest
 
 from slixmpp_objenc.core.replay import ReplayPolicy, SenderState
 from slixmpp_objenc.core.timestamps import ReplayGuardState
-from slixmpp_objenc.store import MemoryStorage, OwnIdentityRecord, PeerRecord, Storage, TrustState
+from slixmpp_objenc.store import (
+    MemoryStorage,
+    OwnEncryptionKeyRecord,
+    OwnIdentityRecord,
+    PeerRecord,
+    Storage,
+    TrustState,
+)
 from slixmpp_objenc.store.sqlite import SQLiteStorage
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
@@ -189,6 +196,83 @@ async def test_a_new_encryption_certificate_replaces_the_old(store: Storage) -> 
     await store.save_peer(forgotten)
     assert by_key(await store.load_peers()) == by_key([forgotten, other])
     assert forgotten.trust is TrustState.VERIFIED
+
+
+# -- the history of our encryption keys (issue 13) ------------------------------------
+
+
+def enc_key(n: int, *, retired: datetime | None = None) -> OwnEncryptionKeyRecord:
+    return OwnEncryptionKeyRecord(
+        fingerprint=f"e{n:063x}",
+        identity_fingerprint="ed" * 32,
+        key_pem=ENC_KEY % n,
+        cert_pem=ENC_CERT % n,
+        issued_at=T0 + timedelta(days=n, milliseconds=n),
+        retired_at=retired,
+    )
+
+
+async def test_encryption_keys_start_empty(store: Storage) -> None:
+    assert await store.load_encryption_keys() == []
+
+
+async def test_encryption_keys_round_trip_oldest_first(store: Storage) -> None:
+    retired = enc_key(1, retired=T0 + timedelta(days=2, milliseconds=5))
+    current = enc_key(2)
+    await store.save_encryption_key(current)
+    await store.save_encryption_key(retired)
+    loaded = await store.load_encryption_keys()
+    assert loaded == [retired, current]
+    assert loaded[0].retired_at == T0 + timedelta(days=2, milliseconds=5)
+    assert loaded[0].retired_at is not None and loaded[0].retired_at.utcoffset() == timedelta(0)
+    assert loaded[0].issued_at.utcoffset() == timedelta(0)
+    assert loaded[1].retired_at is None
+    assert loaded[0].key_pem == ENC_KEY % 1
+
+
+async def test_encryption_key_save_replaces_by_fingerprint(store: Storage) -> None:
+    await store.save_encryption_key(enc_key(1))
+    await store.save_encryption_key(enc_key(2))
+    retired = replace(enc_key(1), retired_at=T0 + timedelta(days=2))
+    await store.save_encryption_key(retired)
+    assert await store.load_encryption_keys() == [retired, enc_key(2)]
+
+
+async def test_destroy_encryption_key(store: Storage) -> None:
+    for n in (1, 2, 3):
+        await store.save_encryption_key(enc_key(n))
+    await store.destroy_encryption_key(enc_key(2).fingerprint)
+    assert await store.load_encryption_keys() == [enc_key(1), enc_key(3)]
+    await store.destroy_encryption_key(enc_key(2).fingerprint)  # absent: fine
+    await store.destroy_encryption_key("00" * 32)  # never held: fine
+    assert await store.load_encryption_keys() == [enc_key(1), enc_key(3)]
+    await store.destroy_encryption_key(enc_key(1).fingerprint)
+    await store.destroy_encryption_key(enc_key(3).fingerprint)
+    assert await store.load_encryption_keys() == []
+
+
+async def test_encryption_keys_leave_identities_alone(store: Storage) -> None:
+    await store.save_identity(identity(1))
+    await store.save_encryption_key(enc_key(1))
+    await store.destroy_encryption_key(enc_key(1).fingerprint)
+    assert await store.load_identities() == [identity(1)]
+
+
+class _Minimal(MemoryStorage):
+    """A third-party store written before the encryption key methods existed."""
+
+    load_encryption_keys = Storage.load_encryption_keys
+    save_encryption_key = Storage.save_encryption_key
+    destroy_encryption_key = Storage.destroy_encryption_key
+
+
+async def test_a_store_without_encryption_keys_still_works() -> None:
+    store = _Minimal()
+    assert await store.load_encryption_keys() == []
+    with pytest.raises(NotImplementedError, match="_Minimal does not keep encryption keys"):
+        await store.save_encryption_key(enc_key(1))
+    with pytest.raises(NotImplementedError, match="_Minimal does not keep encryption keys"):
+        await store.destroy_encryption_key(enc_key(1).fingerprint)
 
 
 # -- peers ---------------------------------------------------------------------------

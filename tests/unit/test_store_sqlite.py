@@ -24,6 +24,12 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +37,13 @@ from slixmpp_objenc.core import EncryptionError, ReplayGuard, StaleStanza
 from slixmpp_objenc.core.certificates import certificate_fingerprint
 from slixmpp_objenc.core.replay import ReplayPolicy, SenderState
 from slixmpp_objenc.core.timestamps import ReplayGuardState
-from slixmpp_objenc.store import MemoryStorage, OwnIdentityRecord, PeerRecord, TrustState
+from slixmpp_objenc.store import (
+    MemoryStorage,
+    OwnEncryptionKeyRecord,
+    OwnIdentityRecord,
+    PeerRecord,
+    TrustState,
+)
 from slixmpp_objenc.store import sqlite as sqlite_store
 from slixmpp_objenc.store.sqlite import (
     APPLICATION_ID,
@@ -437,7 +449,7 @@ async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
 
 
 async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path: Path) -> None:
-    assert len(MIGRATIONS) == 3
+    assert len(MIGRATIONS) == 4
     assert pragma(db_path, "user_version") == len(MIGRATIONS)
     assert pragma(db_path, "application_id") == APPLICATION_ID
     conn = raw(db_path)
@@ -445,6 +457,7 @@ async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     conn.close()
     assert tables == {
+        "encryption_keys",
         "identities",
         "peers",
         "replay_last",
@@ -1024,7 +1037,7 @@ async def test_a_version_2_store_migrates_and_keeps_everything(tmp_path: Path) -
     s = SQLiteStorage(path)
     await s.open()
     try:
-        assert pragma(path, "user_version") == len(MIGRATIONS) == 3
+        assert pragma(path, "user_version") == len(MIGRATIONS) == 4
         identities = await s.load_identities()
         peers = await s.load_peers()
         state = await s.load_replay_state()
@@ -1158,6 +1171,8 @@ async def test_a_migrated_store_is_not_migrated_again(
     try:
         with pytest.raises(sqlite3.OperationalError, match="duplicate column"):
             MIGRATIONS[2](conn)
+        with pytest.raises(sqlite3.OperationalError, match="already exists"):
+            MIGRATIONS[3](conn)
     finally:
         conn.close()
 
@@ -1175,3 +1190,162 @@ def test_the_version_2_fixture_is_self_contained() -> None:
     assert header[18:20] == b"\x01\x01"  # legacy (not WAL) read and write versions
     for suffix in ("-wal", "-shm", "-journal"):
         assert not V2_STORE.with_name(V2_STORE.name + suffix).exists()
+
+
+# -- schema 4: the history of our encryption keys (issue 13) -------------------------------
+
+
+def x25519_record(n: int = 1) -> tuple[OwnEncryptionKeyRecord, list[bytes]]:
+    """A record holding a real X25519 private key, and the byte strings that would
+    betray it: the PEM's base64 body, the raw private value, the PKCS#8 DER."""
+    key = X25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    raw32 = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    der = key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    lines = pem.strip().splitlines()
+    assert lines[0] == b"-----BEGIN PRIVATE KEY-----" and lines[-1] == b"-----END PRIVATE KEY-----"
+    body = b"".join(lines[1:-1])
+    assert len(raw32) == 32 and raw32 in der
+    record = OwnEncryptionKeyRecord(
+        fingerprint=sha256(b"cert %d" % n).hexdigest(),
+        identity_fingerprint="ed" * 32,
+        key_pem=pem,
+        cert_pem=b"-----BEGIN CERTIFICATE-----\nX25519 %d\n" % n,
+        issued_at=T0 + timedelta(days=n),
+    )
+    return record, [body, raw32, der]
+
+
+def store_files(path: Path) -> dict[str, bytes]:
+    """The database and whatever journal, WAL or shared memory file lies beside it."""
+    found = {path.name: path.read_bytes()}
+    for suffix in ("-wal", "-shm", "-journal"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            found[extra.name] = extra.read_bytes()
+    return found
+
+
+def leaks(path: Path, secrets: list[bytes]) -> list[tuple[str, int]]:
+    """(file, secret index) for every secret found in the store's files."""
+    return [
+        (name, i)
+        for name, content in store_files(path).items()
+        for i, secret in enumerate(secrets)
+        if secret in content
+    ]
+
+
+async def test_a_destroyed_key_is_gone_from_the_files(db_path: Path) -> None:
+    record, secrets = x25519_record()
+    kept, kept_secrets = x25519_record(2)
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        await s.save_encryption_key(record)
+        await s.save_encryption_key(replace(record, retired_at=T0 + timedelta(days=2)))
+        await s.save_encryption_key(kept)
+        await fill(s)
+    finally:
+        await s.close()
+    # the control: the search finds the key while it is held
+    assert (db_path.name, 0) in leaks(db_path, secrets)
+    assert (db_path.name, 0) in leaks(db_path, kept_secrets)
+
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        before = await snapshot(s)
+        await s.destroy_encryption_key(record.fingerprint)
+        assert leaks(db_path, secrets) == []  # already, with the store still open
+        assert await s.load_encryption_keys() == [kept]
+        assert await snapshot(s) == before
+    finally:
+        await s.close()
+    assert leaks(db_path, secrets) == []
+    assert (db_path.name, 0) in leaks(db_path, kept_secrets)
+    assert integrity(db_path) == ["ok"]
+
+
+async def test_a_destroyed_key_is_gone_from_an_uncheckpointed_wal(db_path: Path) -> None:
+    """Saved and destroyed in the same session: the key only ever reached the WAL."""
+    record, secrets = x25519_record()
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        await s.save_encryption_key(record)
+        assert leaks(db_path, secrets[:1]) == [(db_path.name + "-wal", 0)]  # the control
+        await s.destroy_encryption_key(record.fingerprint)
+        assert leaks(db_path, secrets) == []
+    finally:
+        await s.close()
+    assert leaks(db_path, secrets) == []
+
+
+async def test_destroy_refuses_without_secure_delete(store: SQLiteStorage) -> None:
+    record, _ = x25519_record()
+    await store.save_encryption_key(record)
+    assert store._conn is not None
+    store._conn.execute("PRAGMA secure_delete = OFF")
+    with pytest.raises(RuntimeError, match="secure_delete"):
+        await store.destroy_encryption_key(record.fingerprint)
+    assert await store.load_encryption_keys() == [record]  # rolled back
+
+
+async def test_migration_from_the_previous_version_adds_the_key_table(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous = len(MIGRATIONS) - 1
+    assert previous == 3
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:previous])
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        await fill(s)
+        await s.save_identity(
+            OwnIdentityRecord(
+                "ed" * 32,
+                b"ed25519 key",
+                b"ed25519 cert",
+                T0 + timedelta(days=1),
+                encryption_key_pem=b"x25519 key",
+                encryption_cert_pem=b"x25519 cert",
+            )
+        )
+        await s.save_peer(peer(9).with_encryption(b"x25519 cert of peer 9"))
+        before = await snapshot(s)
+    finally:
+        await s.close()
+    assert pragma(db_path, "user_version") == previous
+    conn = raw(db_path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert "encryption_keys" not in tables
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
+    record, _ = x25519_record()
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        assert pragma(db_path, "user_version") == len(MIGRATIONS)
+        assert await snapshot(s) == before
+        assert await s.load_encryption_keys() == []
+        await s.save_encryption_key(record)
+    finally:
+        await s.close()
+    assert columns(db_path, "encryption_keys") == [
+        "fingerprint",
+        "identity_fingerprint",
+        "key_pem",
+        "cert_pem",
+        "issued_ms",
+        "retired_ms",
+    ]
+    assert integrity(db_path) == ["ok"]
+    s = SQLiteStorage(db_path)
+    await s.open()
+    try:
+        assert await snapshot(s) == before
+        assert await s.load_encryption_keys() == [record]
+    finally:
+        await s.close()
