@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from auth_harness import cert_id, der, recipient_of, sender_of
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from slixmpp.test import SlixTest
 from slixmpp.xmlstream import tostring
 from testkit import ALICE, TESTER
@@ -73,32 +73,8 @@ EVENTS = (
 )
 
 
-def der(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(Encoding.DER)
-
-
-def cert_id(certificate: x509.Certificate) -> bytes:
-    return hashlib.sha256(der(certificate)).digest()
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def sender_of(keys: DeviceKeys, encryption_key: X25519PrivateKey | None = None) -> AuthSender:
-    return AuthSender(
-        encryption_key or keys.encryption_key,
-        cert_id(keys.identity_certificate),
-        cert_id(keys.encryption_certificate),
-    )
-
-
-def recipient_of(keys: DeviceKeys) -> AuthRecipient:
-    public_key = keys.encryption_certificate.public_key()
-    assert isinstance(public_key, X25519PublicKey)
-    return AuthRecipient(
-        cert_id(keys.identity_certificate), cert_id(keys.encryption_certificate), public_key
-    )
 
 
 def device_item(
