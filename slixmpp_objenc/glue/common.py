@@ -25,6 +25,7 @@ __all__ = [
     "parse_address",
     "scrub",
     "strip_error",
+    "subscription",
 ]
 
 _ERROR_TAG = qname("jabber:client", "error")
@@ -85,6 +86,14 @@ def is_room(xmpp: Any, bare: str) -> bool:
     if muc is None:
         return False
     return any(JID(room).bare == bare for room in muc.get_joined_rooms())
+
+
+def subscription(xmpp: Any, bare: str) -> str:
+    """Our roster's presence subscription with ``bare`` (``none`` when it has none),
+    read without creating an item (slixmpp makes one for any JID that sends us a
+    presence, so being "in the roster" says nothing)."""
+    roster = xmpp.client_roster
+    return str(roster[bare]["subscription"]) if roster.has_jid(bare) else "none"
 
 
 def dispatch_local(xmpp: Any, stanza: StanzaBase) -> None:

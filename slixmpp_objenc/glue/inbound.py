@@ -63,6 +63,7 @@ from .common import (
     is_room,
     parse_address,
     strip_error,
+    subscription,
 )
 from .directory import KeyDirectory
 from .persistence import Persistence
@@ -160,7 +161,7 @@ class Inbound:
         if bare in self._awaiting:
             return True  # one is running: wait for it too
         readable = self._readable(bare)
-        introducing = _subscription(self.xmpp, bare) == "from"  # sees us, we not it
+        introducing = subscription(self.xmpp, bare) == "from"  # sees us, we not it
         if not (readable or introducing) or bare in self._deciding:
             return False
         if len(self._awaiting) >= MAX_SENDERS_AWAITED:
@@ -423,14 +424,6 @@ def inbound_context(
     )
 
 
-def _subscription(xmpp: Any, bare: str) -> str:
-    """Our roster's subscription with ``bare`` (``none`` when it has none). Read
-    without creating an item (slixmpp makes one for any JID that sends us a
-    presence, so being "in the roster" says nothing)."""
-    roster = xmpp.client_roster
-    return str(roster[bare]["subscription"]) if roster.has_jid(bare) else "none"
-
-
 def _subscribed_to(xmpp: Any, bare: str) -> bool:
     """Whether our roster says we receive ``bare``'s presence (``to`` or ``both``)."""
-    return _subscription(xmpp, bare) in ("to", "both")
+    return subscription(xmpp, bare) in ("to", "both")

@@ -40,7 +40,7 @@ from ..core.send import (
     plan,
 )
 from ..events import EncryptionFailedEvent
-from .common import Tasks, address, dispatch_local, scrub, strip_error
+from .common import Tasks, address, dispatch_local, scrub, strip_error, subscription
 from .directory import KeyDirectory
 from .persistence import Persistence
 
@@ -370,8 +370,7 @@ class Outbound:
         keys = self._directory.keyring.device.keys
         if keys is None or not contact or contact == self.context.own_bare:
             return None
-        roster = self.xmpp.client_roster
-        if roster.has_jid(contact) and roster[contact]["subscription"] in ("from", "both"):
+        if subscription(self.xmpp, contact) in ("from", "both"):
             return None
         return (
             keys.identity_certificate.public_bytes(Encoding.DER),

@@ -101,27 +101,14 @@ class Publisher:
             answer = await self._perform(step, identity, item_id, payload, steps.submission)
             step = steps.answer(answer)
         if device is not None and steps.state.published:
-            answer = await self._publish_legacy(identity)
+            # for peers of the draft's profile only (§9): a plain publish
+            answer = await self._perform(
+                Step.PUBLISH, identity, identity.fingerprint, _payload(identity), {}
+            )
             if answer.condition:
                 log.warning("objenc: our RSA certificate was not published: %s", answer.condition)
         self._set(steps.state)
         return steps.state.published
-
-    async def _publish_legacy(self, identity: Identity) -> Answer:
-        """Our RSA certificate's item (§9), for peers of the draft's profile only."""
-        try:
-            await self.xmpp.plugin["xep_0060"].publish(
-                None,
-                NODE_CERTS,
-                id=identity.fingerprint,
-                payload=_payload(identity),
-                timeout=self.timeout,
-            )
-        except IqError as exc:
-            return Answer.error(exc.iq["error"]["condition"], exc.iq["error"]["text"])
-        except IqTimeout:
-            return Answer.error("timeout", f"no answer in {self.timeout:g} s")
-        return Answer.success()
 
     def _set(self, state: Publication) -> None:
         changed = state != self.state
