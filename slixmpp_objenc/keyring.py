@@ -267,7 +267,7 @@ class Keyring:
         if self.device.keys is not None and fingerprint == self.device.keys.fingerprint:
             return self.device.public_key(self.bare(jid), encryption)
         record = self.record(jid, fingerprint)
-        if record is None or record.trust in _refused_senders(record, tuple(self._identities)):
+        if record is None or record.trust in _refused_senders(record, self.device.certificate()):
             return None
         peer = self._validated_certificate(record, self._clock())
         if peer is None or peer.encryption is None or peer.encryption.fingerprint != encryption:
@@ -496,15 +496,9 @@ def _encryption_valid(peer: PeerCertificate, now: datetime) -> bool:
     return validity.not_valid_before_utc <= now <= validity.not_valid_after_utc
 
 
-@functools.lru_cache(maxsize=8)
-def _own_jids(identities: tuple[Identity, ...]) -> frozenset[str]:
-    """The bare JIDs our RSA identities name (our own account)."""
-    return frozenset(a for i in identities for a in xmpp_addresses(i.certificate))
-
-
-def _refused_senders(
-    record: PeerRecord, identities: tuple[Identity, ...]
-) -> tuple[TrustState, ...]:
-    if record.jid in _own_jids(identities):
+def _refused_senders(record: PeerRecord, own: PeerCertificate | None) -> tuple[TrustState, ...]:
+    """Trust states whose devices do not open a stanza: for a device of our own
+    account (``own``: our identity, naming our JID), held ones too."""
+    if own is not None and record.jid in own.jids:
         return (TrustState.REVOKED, TrustState.UNTRUSTED)
     return (TrustState.REVOKED,)
