@@ -108,6 +108,7 @@ class Keyring:
         """Read everything from storage."""
         identities = await self.storage.load_identities()
         self.device.load(identities)
+        await self.device.load_history()
         rsa = [r for r in identities if r.encryption_key_pem is None]
         active = [r for r in rsa if r.active] + [r for r in rsa if not r.active]
         loaded = [

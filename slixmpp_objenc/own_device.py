@@ -6,8 +6,11 @@ identities beside the draft profile's RSA identity. No slixmpp here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,25 +21,76 @@ from .core import CertificateError, PeerCertificate, load_certificate
 from .core.auth_envelope import AuthSender
 from .core.certificates import Normalizer
 from .core.devices import validate_device
-from .core.identities import DeviceKeys, generate_device_keys
-from .store import OwnIdentityRecord, Storage
+from .core.identities import (
+    BACKDATE,
+    DeviceKeys,
+    generate_device_keys,
+    issue_encryption_certificate,
+)
+from .core.rotation import HeldEncryptionKey, RotationPolicy, plan_rotation
+from .core.timestamps import format_timestamp
+from .store import OwnEncryptionKeyRecord, OwnIdentityRecord, Storage
 
-__all__ = ["OwnDevice"]
+__all__ = ["DESTROYED_PREFIX", "OwnDevice", "RotationOutcome"]
+
+log = logging.getLogger(__name__)
+
+DESTROYED_PREFIX: Final = "destroyed-key:"
+"""Setting per destroyed encryption key (its certificate fingerprint; the value is
+when): stanzas sealed to it are reported as such, not as undecryptable."""
+
+
+@dataclass(frozen=True, slots=True)
+class RotationOutcome:
+    """What one run of :meth:`OwnDevice.rotate_now` did."""
+
+    rotated: str | None
+    """The new encryption certificate's fingerprint, if one was issued."""
+    retired: tuple[str, ...]
+    """Fingerprints replaced now (their private keys are kept for the retention)."""
+    destroyed: tuple[str, ...]
+    """Fingerprints whose private keys were destroyed now."""
+    next_check: datetime
+    """When to run again at the latest."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Retired:
+    """A replaced encryption key, kept for the retention period."""
+
+    key: X25519PrivateKey
+    certificate: x509.Certificate
+    fingerprint: str
+    issued_at: datetime
+    retired_at: datetime
 
 
 class OwnDevice:
-    """This device's identity and encryption key, made once and stored."""
+    """This device's identity and encryption keys, made once, rotated on a schedule
+    (PROTOCOL.md 13.10) and stored."""
 
     def __init__(
-        self, storage: Storage, clock: Callable[[], datetime], normalize: Normalizer
+        self,
+        storage: Storage,
+        clock: Callable[[], datetime],
+        normalize: Normalizer,
+        policy: RotationPolicy | None = None,
     ) -> None:
         self._storage = storage
         self._clock = clock
         self._normalize = normalize
+        self.policy = policy or RotationPolicy()
+        """How often the encryption key is replaced and how long a replaced one is kept."""
         self.keys: DeviceKeys | None = None
-        """Ours, once made or loaded."""
+        """Ours, once made or loaded: the identity and the *current* encryption key."""
+        self._issued_at: datetime | None = None
+        self._retired: tuple[_Retired, ...] = ()
+        self._destroyed: frozenset[str] = frozenset()
+        self._history = True
+        """Whether the store keeps a history of encryption keys (rotation needs it)."""
         self._certificate: PeerCertificate | None = None
-        self._senders: tuple[DeviceKeys, list[AuthSender]] | None = None
+        self._senders: tuple[DeviceKeys, tuple[_Retired, ...], list[AuthSender]] | None = None
+        self._lock = asyncio.Lock()
         self.enabled = True
         """Off (``authenticated: False``): a device of the draft's profile only,
         even if the store holds device keys (they are kept, unused)."""
@@ -47,42 +101,182 @@ class OwnDevice:
         devices = [r for r in records if r.encryption_key_pem is not None]
         if devices and self.enabled:
             self.keys = _device_keys(devices[-1])  # the newest
+            self._issued_at = None
             self._certificate = None
+
+    async def load_history(self) -> None:
+        """Read the history of our encryption keys (after :meth:`load`): the newest
+        current one becomes ours, replaced ones are kept for opening, destroyed ones
+        are remembered by fingerprint. A store from before the history gets the key
+        of its identity row as its first entry."""
+        tombstones = await self._storage.settings_with_prefix(DESTROYED_PREFIX)
+        self._destroyed = frozenset(k[len(DESTROYED_PREFIX) :] for k in tombstones)
+        keys = self.keys
+        if keys is None:
+            return
+        try:
+            history = await self._storage.load_encryption_keys()
+        except NotImplementedError:
+            history = []
+        mine = [r for r in history if r.identity_fingerprint == keys.fingerprint]
+        if not any(r.fingerprint == keys.encryption_fingerprint for r in mine):
+            record = _history_record(keys, _issued(keys.encryption_certificate))
+            if not await self._save_history(record):
+                return
+            mine.append(record)
+        current = [r for r in mine if r.retired_at is None]
+        newest = max(current, key=lambda r: (r.issued_at, r.fingerprint), default=None)
+        if newest is not None and newest.fingerprint != keys.encryption_fingerprint:
+            # a rotation stopped after storing its new key: take it up
+            key, certificate = _encryption_pair(newest.key_pem, newest.cert_pem, keys)
+            self.keys = keys = DeviceKeys(
+                keys.identity_key, keys.identity_certificate, key, certificate
+            )
+            await self._storage.save_identity(_identity_record(keys, self._clock()))
+        self._issued_at = newest.issued_at if newest is not None else None
+        retired = []
+        for record in mine:
+            if record.fingerprint == keys.encryption_fingerprint:
+                continue
+            key, certificate = _encryption_pair(record.key_pem, record.cert_pem, keys)
+            held = _Retired(
+                key,
+                certificate,
+                record.fingerprint,
+                record.issued_at,
+                record.retired_at or self._clock(),
+            )
+            if record.retired_at is None:  # current but older: retired from now on
+                await self._storage.save_encryption_key(_retired_record(held, keys))
+            retired.append(held)
+        self._retired = tuple(sorted(retired, key=lambda r: r.issued_at, reverse=True))
+        self._certificate = None
+
+    async def _save_history(self, record: OwnEncryptionKeyRecord) -> bool:
+        try:
+            await self._storage.save_encryption_key(record)
+        except NotImplementedError:
+            if self._history:
+                log.warning(
+                    "objenc: %s keeps no history of encryption keys: they are not rotated",
+                    type(self._storage).__name__,
+                )
+            self._history = False
+            return False
+        return True
 
     async def ensure(self, jid: str) -> DeviceKeys:
         """Ours; on first start, a new identity and encryption key for ``jid``."""
         if self.keys is not None:
             return self.keys
+        now = self._clock()
         keys = await asyncio.to_thread(
-            generate_device_keys, jid, now=self._clock(), normalize=self._normalize
+            generate_device_keys,
+            jid,
+            now=now,
+            normalize=self._normalize,
+            encryption_validity=self.policy.validity,
         )
-        await self._storage.save_identity(
-            OwnIdentityRecord(
-                fingerprint=keys.fingerprint,
-                key_pem=_private_pem(keys.identity_key),
-                cert_pem=_certificate_pem(keys.identity_certificate),
-                created_at=self._clock(),
-                encryption_key_pem=_private_pem(keys.encryption_key),
-                encryption_cert_pem=_certificate_pem(keys.encryption_certificate),
-            )
-        )
-        if self.keys is None:  # two starts at once: the first one made counts
-            self.keys = keys
-        return self.keys
+        if self.keys is not None:  # two starts at once: the first one made counts
+            return self.keys
+        await self._save_history(_history_record(keys, now))
+        await self._storage.save_identity(_identity_record(keys, now))
+        self.keys = keys
+        self._issued_at = now
+        return keys
 
-    def senders(self) -> list[AuthSender]:
-        """Our encryption keys with their certificate ids, the current one first."""
+    # -- rotation (PROTOCOL.md 13.10) ------------------------------------------
+
+    def held(self) -> list[HeldEncryptionKey]:
+        """Our encryption keys as :func:`~slixmpp_objenc.core.rotation.plan_rotation`
+        reads them: the current one, then the replaced ones still kept."""
         keys = self.keys
         if keys is None:
             return []
-        if self._senders is None or self._senders[0] is not keys:
-            sender = AuthSender(
-                keys.encryption_key,
-                bytes.fromhex(keys.fingerprint),
-                bytes.fromhex(keys.encryption_fingerprint),
+        issued = self._issued_at or _issued(keys.encryption_certificate)
+        return [HeldEncryptionKey(keys.encryption_fingerprint, issued)] + [
+            HeldEncryptionKey(r.fingerprint, r.issued_at, r.retired_at) for r in self._retired
+        ]
+
+    @property
+    def destroyed(self) -> frozenset[str]:
+        """Fingerprints of our encryption certificates whose private keys are destroyed."""
+        return self._destroyed
+
+    async def rotate_now(self) -> RotationOutcome | None:
+        """Run the rotation decision once and carry it out: issue a new encryption key
+        if it is due (the caller publishes it), mark the old one replaced, destroy
+        keys replaced longer than the retention. ``None`` when there is nothing to
+        rotate (no keys, or a store without a key history)."""
+        async with self._lock:
+            keys = self.keys
+            if keys is None or not self._history or not self.enabled:
+                return None
+            now = self._clock()
+            plan = plan_rotation(self.held(), now, self.policy)
+            rotated = None
+            retired = {r.fingerprint: r for r in self._retired}
+            if plan.rotate:
+                key = X25519PrivateKey.generate()
+                certificate = await asyncio.to_thread(
+                    issue_encryption_certificate,
+                    keys.identity_key,
+                    keys.identity_certificate,
+                    key.public_key(),
+                    now=now,
+                    valid_for=self.policy.validity,
+                )
+                new = DeviceKeys(keys.identity_key, keys.identity_certificate, key, certificate)
+                # the new key first: a crash before the rest leaves two current keys,
+                # and the next run retires the older
+                await self._storage.save_encryption_key(_history_record(new, now))
+                await self._storage.save_identity(_identity_record(new, now))
+                old_issued = self._issued_at or _issued(keys.encryption_certificate)
+                retired[keys.encryption_fingerprint] = _Retired(
+                    keys.encryption_key,
+                    keys.encryption_certificate,
+                    keys.encryption_fingerprint,
+                    old_issued,
+                    now,
+                )
+                self.keys, self._issued_at = new, now
+                rotated = new.encryption_fingerprint
+            for fingerprint in plan.retire:
+                held = retired.get(fingerprint)
+                if held is not None:
+                    await self._storage.save_encryption_key(_retired_record(held, keys))
+            for fingerprint in plan.destroy:
+                retired.pop(fingerprint, None)
+                await self._storage.destroy_encryption_key(fingerprint)
+                await self._storage.set_setting(
+                    DESTROYED_PREFIX + fingerprint, format_timestamp(now)
+                )
+                self._destroyed |= {fingerprint}
+            self._retired = tuple(sorted(retired.values(), key=lambda r: r.issued_at, reverse=True))
+            self._certificate = None
+            return RotationOutcome(rotated, plan.retire, plan.destroy, plan.next_check)
+
+    # -- what the rest of the plugin reads ---------------------------------------
+
+    def senders(self) -> list[AuthSender]:
+        """Our encryption keys with their certificate ids, the current one first
+        (it seals; every one still kept opens)."""
+        keys = self.keys
+        if keys is None:
+            return []
+        cached = self._senders
+        if cached is None or cached[0] is not keys or cached[1] is not self._retired:
+            identity = bytes.fromhex(keys.fingerprint)
+            senders = [
+                AuthSender(
+                    keys.encryption_key, identity, bytes.fromhex(keys.encryption_fingerprint)
+                )
+            ]
+            senders.extend(
+                AuthSender(r.key, identity, bytes.fromhex(r.fingerprint)) for r in self._retired
             )
-            self._senders = (keys, [sender])
-        return self._senders[1]
+            cached = self._senders = (keys, self._retired, senders)
+        return cached[2]
 
     def bundle_pem(self) -> bytes | None:
         """Our identity certificate then our encryption certificate, as PEM: the
@@ -95,11 +289,18 @@ class OwnDevice:
         )
 
     def public_key(self, bare: str | None, encryption: str) -> X25519PublicKey | None:
-        """Our X25519 key, if ``encryption`` is our encryption certificate's id and
-        ``bare`` a JID our identity names (our own stanzas, as a sender)."""
+        """Our X25519 key with the certificate id ``encryption`` (the current one or
+        one still kept), if ``bare`` is a JID our identity names (our own stanzas,
+        as a sender)."""
         own = self.certificate()
-        mine = own.encryption if own is not None and bare in own.jids else None
-        return mine.public_key if mine is not None and mine.fingerprint == encryption else None
+        if own is None or bare not in own.jids or self.keys is None:
+            return None
+        if own.encryption is not None and own.encryption.fingerprint == encryption:
+            return own.encryption.public_key
+        for retired in self._retired:
+            if retired.fingerprint == encryption:
+                return retired.key.public_key()
+        return None
 
     def certificate(self) -> PeerCertificate | None:
         """Our identity with its encryption certificate, as a recipient of our own
@@ -108,11 +309,16 @@ class OwnDevice:
         if keys is None:
             return None
         cached = self._certificate
-        if cached is None or cached.fingerprint != keys.fingerprint:
+        if (
+            cached is None
+            or cached.fingerprint != keys.fingerprint
+            or cached.encryption is None
+            or cached.encryption.fingerprint != keys.encryption_fingerprint
+        ):
             cached = self._certificate = validate_device(
                 keys.identity_certificate,
                 encryption=keys.encryption_certificate,
-                now=self._clock(),
+                now=max(self._clock(), _issued(keys.encryption_certificate)),
                 normalize=self._normalize,
             )
         return cached
@@ -128,6 +334,64 @@ def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
 
 def _certificate_pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _issued(certificate: x509.Certificate) -> datetime:
+    """When a certificate of ours was issued: its ``notBefore`` plus the backdating."""
+    return certificate.not_valid_before_utc + BACKDATE
+
+
+def _history_record(keys: DeviceKeys, issued_at: datetime) -> OwnEncryptionKeyRecord:
+    return OwnEncryptionKeyRecord(
+        fingerprint=keys.encryption_fingerprint,
+        identity_fingerprint=keys.fingerprint,
+        key_pem=_private_pem(keys.encryption_key),
+        cert_pem=_certificate_pem(keys.encryption_certificate),
+        issued_at=issued_at,
+    )
+
+
+def _retired_record(held: _Retired, keys: DeviceKeys) -> OwnEncryptionKeyRecord:
+    return OwnEncryptionKeyRecord(
+        fingerprint=held.fingerprint,
+        identity_fingerprint=keys.fingerprint,
+        key_pem=_private_pem(held.key),
+        cert_pem=_certificate_pem(held.certificate),
+        issued_at=held.issued_at,
+        retired_at=held.retired_at,
+    )
+
+
+def _identity_record(keys: DeviceKeys, created_at: datetime) -> OwnIdentityRecord:
+    """Our identity row: it carries the current encryption key (the history has
+    every one); rewriting it overwrites the replaced key there (``secure_delete``)."""
+    return OwnIdentityRecord(
+        fingerprint=keys.fingerprint,
+        key_pem=_private_pem(keys.identity_key),
+        cert_pem=_certificate_pem(keys.identity_certificate),
+        created_at=created_at,
+        encryption_key_pem=_private_pem(keys.encryption_key),
+        encryption_cert_pem=_certificate_pem(keys.encryption_certificate),
+    )
+
+
+def _encryption_pair(
+    key_pem: bytes, cert_pem: bytes, keys: DeviceKeys
+) -> tuple[X25519PrivateKey, x509.Certificate]:
+    """One of our stored encryption keys with its certificate, checked to be a pair
+    issued by our identity; :class:`CertificateError` otherwise."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, None)
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"cannot load one of our encryption keys: {exc}") from exc
+    certificate = load_certificate(cert_pem)
+    if not isinstance(key, X25519PrivateKey) or certificate.public_key() != key.public_key():
+        raise CertificateError("one of our encryption keys does not match its certificate")
+    try:
+        certificate.verify_directly_issued_by(keys.identity_certificate)
+    except Exception as exc:
+        raise CertificateError("one of our encryption keys is not our identity's") from exc
+    return key, certificate
 
 
 def _device_keys(record: OwnIdentityRecord) -> DeviceKeys:

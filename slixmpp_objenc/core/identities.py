@@ -43,9 +43,11 @@ from .certificates import (
     normalize_bare_jid,
 )
 from .errors import CertificateError
+from .rotation import DEFAULT_RETENTION, DEFAULT_ROTATE_EVERY
 from .timestamps import utcnow
 
 __all__ = [
+    "BACKDATE",
     "ENCRYPTION_VALIDITY",
     "IDENTITY_VALIDITY",
     "DeviceKeys",
@@ -57,10 +59,13 @@ __all__ = [
 ]
 
 IDENTITY_VALIDITY: Final = timedelta(days=3650)
-ENCRYPTION_VALIDITY: Final = timedelta(days=365)
-"""An encryption certificate is replaced well before this (the next issue
-rotates it); expiry bounds how long a stolen one is any use."""
-_BACKDATE: Final = timedelta(minutes=5)
+ENCRYPTION_VALIDITY: Final = DEFAULT_ROTATE_EVERY + DEFAULT_RETENTION
+"""The default policy's rotation plus retention (37 days, PROTOCOL.md 13.10): a
+certificate is replaced after ``rotate_every``, and past this no sender uses it,
+so a server that withholds the next one cannot stretch a stolen key's use."""
+BACKDATE: Final = timedelta(minutes=5)
+"""``notBefore`` is set this much before issuance, for clocks slightly behind."""
+_BACKDATE: Final = BACKDATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +99,20 @@ class PeerIdentity:
 
 
 def generate_device_keys(
-    jid: str, *, now: datetime | None = None, normalize: Normalizer = normalize_bare_jid
+    jid: str,
+    *,
+    now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
+    encryption_validity: timedelta = ENCRYPTION_VALIDITY,
 ) -> DeviceKeys:
     """Fresh identity and encryption keys for a device of ``jid``, with their
-    certificates; :class:`CertificateError` for a JID that is not one."""
+    certificates (the encryption certificate valid for ``encryption_validity``);
+    :class:`CertificateError` for a JID that is not one."""
     try:
         bare = canonical_jid(jid, normalize)
     except ValueError as exc:
         raise CertificateError(f"no JID to put in the certificate: {exc}") from exc
-    start = (now or utcnow()) - _BACKDATE
+    start = (now or utcnow()) - BACKDATE
     identity_key = Ed25519PrivateKey.generate()
     name = _name(bare)
     identity_certificate = (
@@ -114,7 +124,11 @@ def generate_device_keys(
     )
     encryption_key = X25519PrivateKey.generate()
     encryption_certificate = issue_encryption_certificate(
-        identity_key, identity_certificate, encryption_key.public_key(), now=now
+        identity_key,
+        identity_certificate,
+        encryption_key.public_key(),
+        now=now,
+        valid_for=encryption_validity,
     )
     return DeviceKeys(identity_key, identity_certificate, encryption_key, encryption_certificate)
 
@@ -130,7 +144,7 @@ def issue_encryption_certificate(
     """An encryption certificate for ``public_key``, signed by the identity key,
     naming the identity's JID (a new one for each rotation)."""
     [bare] = sorted(checked_addresses(identity_certificate, lambda j: j))
-    start = (now or utcnow()) - _BACKDATE
+    start = (now or utcnow()) - BACKDATE
     return (
         _builder(bare, _name(bare), identity_certificate.subject, start, start + valid_for)
         .public_key(public_key)

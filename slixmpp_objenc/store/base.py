@@ -76,6 +76,11 @@ class PeerRecord:
     """For an identity certificate (authenticated profile): the latest encryption
     certificate it issued that we checked against it (PEM); ``None`` for an RSA
     certificate or before one is known. Replaced without a trust change (PROTOCOL.md 13)."""
+    previous_encryption_pem: bytes | None = None
+    """The encryption certificates this identity issued before :attr:`encryption_pem`
+    and that are still valid (PEM, concatenated, newest first): stanzas its device
+    sealed before it rotated, delivered late (offline storage), still prove their
+    sender (PROTOCOL.md 13.10). Never encrypted to."""
 
     def with_trust(self, trust: TrustState) -> PeerRecord:
         return replace(self, trust=trust)

@@ -37,7 +37,9 @@ sender and are kept, refused from every sender, until they expire. Version 3
 adds the authenticated profile's keys (PROTOCOL.md 13): an identity's X25519
 encryption key and certificate, a peer's latest encryption certificate (all
 ``NULL`` for RSA, so older rows read as such). Version 4 adds the history of our
-encryption keys (:mod:`~slixmpp_objenc.store.sqlite_keys`).
+encryption keys (:mod:`~slixmpp_objenc.store.sqlite_keys`). Version 5 keeps a
+peer's earlier encryption certificates that are still valid (their late stanzas
+still prove their sender after a rotation).
 
 Times are stored as integer milliseconds since the epoch, UTC (sub-millisecond
 precision is truncated, like everywhere else in the protocol), and come back
@@ -180,11 +182,16 @@ _V3_ENCRYPTION_CERTIFICATES: Final = _sql(
 
 _V4_ENCRYPTION_KEY_HISTORY: Final = _sql(keys_sql.CREATE_TABLE)
 
+_V5_PREVIOUS_ENCRYPTION_CERTIFICATES: Final = _sql(
+    "ALTER TABLE peers ADD COLUMN previous_encryption_pem BLOB",
+)
+
 MIGRATIONS: list[Migration] = [
     _V1_INITIAL_SCHEMA,
     _V2_REPLAY_PER_SENDER,
     _V3_ENCRYPTION_CERTIFICATES,
     _V4_ENCRYPTION_KEY_HISTORY,
+    _V5_PREVIOUS_ENCRYPTION_CERTIFICATES,
 ]
 """``MIGRATIONS[n]`` migrates version ``n`` to ``n + 1``; the latest version is its length."""
 
@@ -461,7 +468,7 @@ class SQLiteStorage(Storage):
         with self._tx(write=False) as conn:
             rows = conn.execute(
                 "SELECT jid, fingerprint, cert_pem, trust, first_seen, last_seen, source,"
-                " encryption_pem FROM peers ORDER BY jid, fingerprint"
+                " encryption_pem, previous_encryption_pem FROM peers ORDER BY jid, fingerprint"
             ).fetchall()
         return [
             PeerRecord(
@@ -473,8 +480,19 @@ class SQLiteStorage(Storage):
                 last_seen=_from_ms(last_seen),
                 source=source,
                 encryption_pem=_blob(enc_pem),
+                previous_encryption_pem=_blob(previous),
             )
-            for jid, fingerprint, cert_pem, trust, first_seen, last_seen, source, enc_pem in rows
+            for (
+                jid,
+                fingerprint,
+                cert_pem,
+                trust,
+                first_seen,
+                last_seen,
+                source,
+                enc_pem,
+                previous,
+            ) in rows
         ]
 
     async def save_peer(self, record: PeerRecord) -> None:
@@ -487,12 +505,13 @@ class SQLiteStorage(Storage):
             _to_ms(record.last_seen),
             record.source,
             _blob(record.encryption_pem),
+            _blob(record.previous_encryption_pem),
         )
         with self._tx(write=True) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO peers (jid, fingerprint, cert_pem, trust,"
-                " first_seen, last_seen, source, encryption_pem)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " first_seen, last_seen, source, encryption_pem, previous_encryption_pem)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 params,
             )
 

@@ -172,6 +172,18 @@ async def test_peer_encryption_certificate_round_trips(store: Storage) -> None:
     assert [r.encryption_pem for r in loaded] == [ENC_CERT % 1, b"", None]
 
 
+async def test_previous_encryption_certificates_round_trip(store: Storage) -> None:
+    both = peer(n=1, encryption_pem=ENC_CERT % 2)
+    both = replace(both, previous_encryption_pem=ENC_CERT % 1 + ENC_CERT % 0)
+    await store.save_peer(both)
+    await store.save_peer(peer(n=2, encryption_pem=ENC_CERT % 3))
+    loaded = by_key(await store.load_peers())
+    assert [r.previous_encryption_pem for r in loaded] == [ENC_CERT % 1 + ENC_CERT % 0, None]
+    assert loaded[0].with_trust(TrustState.VERIFIED).previous_encryption_pem == (
+        ENC_CERT % 1 + ENC_CERT % 0
+    )
+
+
 async def test_with_trust_keeps_the_encryption_certificate(store: Storage) -> None:
     record = peer(encryption_pem=ENC_CERT % 1)
     await store.save_peer(record)

@@ -449,7 +449,7 @@ async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
 
 
 async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path: Path) -> None:
-    assert len(MIGRATIONS) == 4
+    assert len(MIGRATIONS) == 5
     assert pragma(db_path, "user_version") == len(MIGRATIONS)
     assert pragma(db_path, "application_id") == APPLICATION_ID
     conn = raw(db_path)
@@ -1037,7 +1037,7 @@ async def test_a_version_2_store_migrates_and_keeps_everything(tmp_path: Path) -
     s = SQLiteStorage(path)
     await s.open()
     try:
-        assert pragma(path, "user_version") == len(MIGRATIONS) == 4
+        assert pragma(path, "user_version") == len(MIGRATIONS) == 5
         identities = await s.load_identities()
         peers = await s.load_peers()
         state = await s.load_replay_state()
@@ -1046,7 +1046,7 @@ async def test_a_version_2_store_migrates_and_keeps_everything(tmp_path: Path) -
         await s.close()
     assert integrity(path) == ["ok"]
     assert columns(path, "identities")[-2:] == ["encryption_key_pem", "encryption_cert_pem"]
-    assert columns(path, "peers")[-1] == "encryption_pem"
+    assert columns(path, "peers")[-2:] == ["encryption_pem", "previous_encryption_pem"]
 
     assert len(identities) == len(described["identities"]) == 1
     for own, want in zip(identities, described["identities"], strict=True):
@@ -1292,16 +1292,13 @@ async def test_destroy_refuses_without_secure_delete(store: SQLiteStorage) -> No
     assert await store.load_encryption_keys() == [record]  # rolled back
 
 
-async def test_migration_from_the_previous_version_adds_the_key_table(
+async def test_migration_from_version_3_adds_the_key_table(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    previous = len(MIGRATIONS) - 1
-    assert previous == 3
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:previous])
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:3])
     s = SQLiteStorage(db_path)
     await s.open()
     try:
-        await fill(s)
         await s.save_identity(
             OwnIdentityRecord(
                 "ed" * 32,
@@ -1312,13 +1309,19 @@ async def test_migration_from_the_previous_version_adds_the_key_table(
                 encryption_cert_pem=b"x25519 cert",
             )
         )
-        await s.save_peer(peer(9).with_encryption(b"x25519 cert of peer 9"))
-        before = await snapshot(s)
+        await s.set_setting("policy:a%b", "always")
+        identities, settings = await s.load_identities(), await s.settings_with_prefix("")
     finally:
         await s.close()
-    assert pragma(db_path, "user_version") == previous
+    assert pragma(db_path, "user_version") == 3
     conn = raw(db_path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.execute(  # a peer as version 3 wrote it (no column for earlier certificates)
+        "INSERT INTO peers (jid, fingerprint, cert_pem, trust, first_seen, last_seen, source,"
+        " encryption_pem) VALUES ('a@b.example', ?, x'00', 'tofu', 1, 2, 'pep', x'01')",
+        ("09" * 32,),
+    )
+    conn.commit()
     conn.close()
     assert "encryption_keys" not in tables
 
@@ -1328,9 +1331,13 @@ async def test_migration_from_the_previous_version_adds_the_key_table(
     await s.open()
     try:
         assert pragma(db_path, "user_version") == len(MIGRATIONS)
-        assert await snapshot(s) == before
+        assert await s.load_identities() == identities
+        assert await s.settings_with_prefix("") == settings
+        [held] = await s.load_peers()
+        assert (held.encryption_pem, held.previous_encryption_pem) == (b"\x01", None)
         assert await s.load_encryption_keys() == []
         await s.save_encryption_key(record)
+        before = await snapshot(s)
     finally:
         await s.close()
     assert columns(db_path, "encryption_keys") == [
