@@ -7,7 +7,10 @@ section 13), sealed and opened with :mod:`.authenticated`.
     <e2e xmlns='urn:ietf:params:xml:ns:xmpp-objenc:0'>
       <key cipher-algo='HPKE-AUTH-X25519-SHA256-AES128GCM'
            identity-sha256='hex' cert-sha256='hex' enc='base64'>base64(ct)</key>
-      ...one per recipient device...
+      <key cipher-algo='HPKE-AUTHPSK-X25519-MLKEM768-SHA256-AES128GCM'
+           identity-sha256='hex' cert-sha256='hex' kem-sha256='hex'
+           enc='base64' kem-ct='base64'>base64(ct)</key>
+      ...one per recipient device, all of one kind...
       <data cipher-algo='AES-256-GCM' identity-sha256='hex' cert-sha256='hex'>base64(T)</data>
     </e2e>
 
@@ -16,6 +19,12 @@ section 13), sealed and opened with :mod:`.authenticated`.
 and base64 of the stanza-string, padded to a size class). There is no
 ``mac-algo``: the AEAD and the wrap's associated data do its work. The
 replay digest is SHA-256(T).
+
+The second ``<key/>`` is the post-quantum hybrid wrap (:mod:`.hybrid`,
+docs/_hybrid_draft.md): HPKE AuthPSK with a PSK from ML-KEM-768 and an
+optional passphrase. A stanza sealed with ``hybrid`` carries only hybrid
+wraps: an Auth-mode wrap of the same ``R`` would undo the post-quantum
+protection.
 """
 
 from __future__ import annotations
@@ -29,16 +38,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from .authenticated import Wrap, open_content, open_wrap, seal_content, seal_wraps
 from .constants import DEFAULT_MAX_ENVELOPE_SIZE, NS_OBJENC, qname
 from .envelope import build_plain, envelope_size, read_plain
 from .errors import EncryptionError, InvalidEnvelope
+from .hybrid import (
+    CT_SIZE,
+    ENC_SIZE,
+    HYBRID_CIPHER_ALGO,
+    KEM_CIPHERTEXT_SIZE,
+    SECOND_SIZE,
+    HybridWrap,
+    open_hybrid_wrap,
+    seal_hybrid_wraps,
+)
 from .xmlsafe import b64decode_strict, b64encode
 
 __all__ = [
     "CONTENT_ALGO",
+    "HYBRID_CIPHER_ALGO",
     "WRAP_ALGO",
     "AuthRecipient",
     "AuthSender",
@@ -50,6 +71,7 @@ __all__ = [
     "open_authenticated",
     "seal_authenticated",
     "sender_ids",
+    "wrap_kind",
 ]
 
 WRAP_ALGO: Final = "HPKE-AUTH-X25519-SHA256-AES128GCM"
@@ -69,13 +91,25 @@ MAX_INTRODUCED: Final = 16 * 1024
 _ID_SIZE: Final = 32
 
 
+def _both_or_neither(kem_id: bytes | None, kem_key: object) -> None:
+    if (kem_id is None) != (kem_key is None):
+        raise ValueError("an ML-KEM key and its certificate id go together")
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSender:
-    """Our side: the encryption key and the two certificate ids (SHA-256 of DER)."""
+    """Our side: the encryption key and the two certificate ids (SHA-256 of DER);
+    with ``kem_key`` and ``kem_id`` (both or neither, else ``ValueError``), our
+    ML-KEM-768 key and its certificate id, to open hybrid wraps."""
 
     encryption_key: X25519PrivateKey
     identity_id: bytes
     encryption_id: bytes
+    kem_key: MLKEM768PrivateKey | None = None
+    kem_id: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _both_or_neither(self.kem_id, self.kem_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +120,13 @@ class AuthRecipient:
     identity_id: bytes
     encryption_id: bytes
     public_key: X25519PublicKey
+    kem_id: bytes | None = None
+    """Its ML-KEM-768 certificate's id, with ``kem_key`` (both or neither, else
+    ``ValueError``): needed for a hybrid wrap."""
+    kem_key: MLKEM768PublicKey | None = None
+
+    def __post_init__(self) -> None:
+        _both_or_neither(self.kem_id, self.kem_key)
 
 
 SenderResolver = Callable[[str, bytes, bytes], X25519PublicKey | None]
@@ -110,6 +151,8 @@ class OpenedAuthEnvelope:
     sender_identity_id: bytes
     """The sender device's identity certificate id: proven, not claimed."""
     sender_encryption_id: bytes
+    hybrid: bool = False
+    """Whether our wrap was the hybrid one (ML-KEM-768, and ``second`` if given)."""
 
 
 def is_authenticated(e2e: ET.Element) -> bool:
@@ -118,17 +161,38 @@ def is_authenticated(e2e: ET.Element) -> bool:
     return data is not None and data.get("cipher-algo") == CONTENT_ALGO
 
 
+def _is_ours(key: ET.Element, own: AuthSender) -> bool:
+    """An Auth-mode ``<key/>`` naming our two ids, or a hybrid one naming our
+    three (none without an ML-KEM key of ours)."""
+    if (key.get("identity-sha256"), key.get("cert-sha256")) != (
+        own.identity_id.hex(),
+        own.encryption_id.hex(),
+    ):
+        return False
+    algo = key.get("cipher-algo")
+    if algo == HYBRID_CIPHER_ALGO:
+        return own.kem_id is not None and key.get("kem-sha256") == own.kem_id.hex()
+    return algo == WRAP_ALGO
+
+
 def addressed_to(e2e: ET.Element, keys: Sequence[AuthSender]) -> AuthSender | None:
-    """Which of our keys (``keys``) a ``<key/>`` of this copy names, if any."""
-    named = {
-        (key.get("identity-sha256"), key.get("cert-sha256"))
-        for key in e2e.findall(_KEY)[: MAX_WRAPS + 1]
-        if key.get("cipher-algo") == WRAP_ALGO
-    }
+    """Which of our keys (``keys``) a ``<key/>`` of this copy names, if any: an
+    Auth-mode one by our identity and encryption ids, a hybrid one by those
+    and our ML-KEM id."""
+    named = e2e.findall(_KEY)[: MAX_WRAPS + 1]
     for own in keys:
-        if (own.identity_id.hex(), own.encryption_id.hex()) in named:
+        if any(_is_ours(key, own) for key in named):
             return own
     return None
+
+
+def wrap_kind(e2e: ET.Element, own: AuthSender) -> str | None:
+    """The ``cipher-algo`` of the one ``<key/>`` of this copy for ``own``:
+    :data:`WRAP_ALGO` (Auth mode) or :data:`HYBRID_CIPHER_ALGO`; ``None`` for
+    none or several (which do not open). Says what the stanza claims, before
+    opening it: :attr:`OpenedAuthEnvelope.hybrid` says what opened."""
+    ours = [key for key in e2e.findall(_KEY)[: MAX_WRAPS + 1] if _is_ours(key, own)]
+    return ours[0].get("cipher-algo") if len(ours) == 1 else None
 
 
 def sender_ids(e2e: ET.Element) -> tuple[bytes, bytes] | None:
@@ -153,42 +217,59 @@ def seal_authenticated(
     random_bytes: Callable[[int], bytes] = os.urandom,
     ephemeral_ikm: list[bytes] | None = None,
     introduce: tuple[bytes, bytes] | None = None,
+    hybrid: bool = False,
+    second: bytes = b"",
 ) -> ET.Element:
     """The ``<e2e/>`` for ``stanza`` (S'), one ``<key/>`` per recipient device.
     With ``introduce`` (our identity and encryption certificates, DER), a
     ``<device/>`` carries them too, for a recipient that cannot read our node
-    (PROTOCOL.md 13.7). :class:`EncryptionError` without recipients or with a
-    naive timestamp."""
+    (PROTOCOL.md 13.7).
+
+    With ``hybrid``, every ``<key/>`` is a hybrid wrap (:mod:`.hybrid`, about
+    1.9 KB on the wire each), with ``second`` (``stretch_passphrase``'s 32
+    bytes, or empty) in every one; T and ``<data/>`` are the same.
+
+    :class:`EncryptionError` without recipients, over :data:`MAX_WRAPS`, with
+    a naive timestamp, with ``hybrid`` and a recipient without an ML-KEM key
+    (never an Auth-mode wrap beside hybrid ones: it would give ``R`` away to
+    whoever breaks X25519), with ``second`` but no ``hybrid``. ``ValueError``
+    for a ``second`` that is neither empty nor 32 bytes."""
     if not recipients:
         raise EncryptionError("no recipient device")
     if len(recipients) > MAX_WRAPS:
         raise EncryptionError(f"more than {MAX_WRAPS} recipient devices: no one would read it")
     if timestamp.tzinfo is None:
         raise EncryptionError("timestamp must be an aware UTC datetime")
+    if second and not hybrid:
+        raise EncryptionError("a passphrase goes only into hybrid wraps")
+    if hybrid and any(r.kem_key is None for r in recipients):
+        raise EncryptionError("hybrid: a recipient device has no ML-KEM key")
     ids = (sender.identity_id, sender.encryption_id)
     plain = build_plain(stanza, timestamp, pad_to)
     key, sealed = seal_content(plain, *ids, random_bytes=random_bytes)
-    wraps = seal_wraps(
-        key,
-        sealed,
-        sender.encryption_key,
-        *ids,
-        [(r.identity_id, r.encryption_id, r.public_key) for r in recipients],
-        ephemeral_ikm=ephemeral_ikm,
-    )
+    wraps: Sequence[Wrap | HybridWrap]
+    if hybrid:
+        wraps = seal_hybrid_wraps(
+            key,
+            sealed,
+            sender.encryption_key,
+            *ids,
+            [_hybrid_recipient(r) for r in recipients],
+            second=second,
+            ephemeral_ikm=ephemeral_ikm,
+        )
+    else:
+        wraps = seal_wraps(
+            key,
+            sealed,
+            sender.encryption_key,
+            *ids,
+            [(r.identity_id, r.encryption_id, r.public_key) for r in recipients],
+            ephemeral_ikm=ephemeral_ikm,
+        )
     e2e = ET.Element(_E2E)
     for wrap in wraps:
-        element = ET.SubElement(
-            e2e,
-            _KEY,
-            {
-                "cipher-algo": WRAP_ALGO,
-                "identity-sha256": wrap.recipient_identity.hex(),
-                "cert-sha256": wrap.recipient_encryption.hex(),
-                "enc": b64encode(wrap.enc),
-            },
-        )
-        element.text = b64encode(wrap.ct)
+        _add_key(e2e, wrap)
     data = ET.SubElement(
         e2e,
         _DATA,
@@ -204,6 +285,30 @@ def seal_authenticated(
         for name, der in zip(("identity", "encryption"), introduce, strict=True):
             ET.SubElement(device, qname(NS_OBJENC, name)).text = b64encode(der)
     return e2e
+
+
+def _hybrid_recipient(
+    r: AuthRecipient,
+) -> tuple[bytes, bytes, bytes, X25519PublicKey, MLKEM768PublicKey]:
+    if r.kem_id is None or r.kem_key is None:
+        raise EncryptionError("hybrid: a recipient device has no ML-KEM key")
+    return r.identity_id, r.encryption_id, r.kem_id, r.public_key, r.kem_key
+
+
+def _add_key(e2e: ET.Element, wrap: Wrap | HybridWrap) -> None:
+    """One ``<key/>``, attributes in the order of PROTOCOL.md 13 and the draft."""
+    hybrid = isinstance(wrap, HybridWrap)
+    attributes = {
+        "cipher-algo": HYBRID_CIPHER_ALGO if hybrid else WRAP_ALGO,
+        "identity-sha256": wrap.recipient_identity.hex(),
+        "cert-sha256": wrap.recipient_encryption.hex(),
+    }
+    if isinstance(wrap, HybridWrap):
+        attributes["kem-sha256"] = wrap.recipient_kem.hex()
+    attributes["enc"] = b64encode(wrap.enc)
+    if isinstance(wrap, HybridWrap):
+        attributes["kem-ct"] = b64encode(wrap.kem_ct)
+    ET.SubElement(e2e, _KEY, attributes).text = b64encode(wrap.ct)
 
 
 def introduction(e2e: ET.Element) -> tuple[bytes, bytes] | None:
@@ -240,24 +345,42 @@ def open_authenticated(
     sender: str,
     *,
     max_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
+    second: bytes = b"",
+    require_hybrid: bool = False,
 ) -> OpenedAuthEnvelope:
     """Open the copy meant for our device (``own``), proving that a device of
-    ``sender`` (the outer stanza's bare JID) wrote it.
+    ``sender`` (the outer stanza's bare JID) wrote it. Our ``<key/>`` opens
+    with HPKE Auth or AuthPSK mode (RFC 9180 5.1.3, 5.1.4) as its
+    ``cipher-algo`` says; a hybrid one with ``own.kem_key`` and ``second``
+    (the passphrase's 32 bytes we hold for ``sender``, or empty).
 
     One opaque :class:`InvalidEnvelope` for every failure: not this profile,
-    over ``max_size``, no ``<key/>`` for our certificates, a sender we do not
-    hold (``resolve_sender`` gives ``None``), a wrap that does not open with
-    the sender's key, content changed, a malformed ``<plain/>`` or stanza.
+    over ``max_size``, no ``<key/>`` for our certificates or several, wrong
+    sizes (``enc`` 32 bytes, ``ct`` 48, ``kem-ct`` 1088, ids 64 lowercase hex;
+    checked before any cryptography), an Auth-mode key while ``second`` or
+    ``require_hybrid`` is set (a stanza that skipped the passphrase or the
+    hybrid wrap), a sender we do not hold (``resolve_sender`` gives
+    ``None``), a wrap that does not open (another passphrase or none), content
+    changed, a malformed ``<plain/>`` or stanza. ``ValueError`` (a local
+    error) for a ``second`` neither empty nor 32 bytes.
     """
+    if len(second) not in (0, SECOND_SIZE):
+        raise ValueError("second is empty or stretch_passphrase's 32 bytes")
     try:
-        return _open(e2e, own, resolve_sender, sender, max_size)
+        return _open(e2e, own, resolve_sender, sender, max_size, second, require_hybrid)
     except Exception:  # noqa: S110 - every failure looks the same from outside...
         pass
     raise InvalidEnvelope()  # ...raised outside the handler: nothing travels with it
 
 
 def _open(
-    e2e: ET.Element, own: AuthSender, resolve_sender: SenderResolver, sender: str, max_size: int
+    e2e: ET.Element,
+    own: AuthSender,
+    resolve_sender: SenderResolver,
+    sender: str,
+    max_size: int,
+    second: bytes,
+    require_hybrid: bool,
 ) -> OpenedAuthEnvelope:
     if e2e.tag != _E2E or envelope_size(e2e, max_size) > max_size:
         raise InvalidEnvelope()
@@ -268,32 +391,55 @@ def _open(
     sender_ids = _id(data.get("identity-sha256")), _id(data.get("cert-sha256"))
     sealed = b64decode_strict(data.text)
     wrap = _our_wrap(e2e, own)
+    hybrid = isinstance(wrap, HybridWrap)
+    if not hybrid and (second or require_hybrid):
+        raise InvalidEnvelope()
     sender_key = resolve_sender(sender, *sender_ids)
     if sender_key is None:
         raise InvalidEnvelope()
-    key = open_wrap(wrap, sealed, own.encryption_key, sender_key, *sender_ids)
+    if isinstance(wrap, HybridWrap):
+        if own.kem_key is None:
+            raise InvalidEnvelope()
+        key = open_hybrid_wrap(
+            wrap, sealed, own.encryption_key, own.kem_key, sender_key, *sender_ids, second=second
+        )
+    else:
+        key = open_wrap(wrap, sealed, own.encryption_key, sender_key, *sender_ids)
     stanza, stanza_bytes, timestamp = read_plain(open_content(key, sealed, *sender_ids))
     digest = hashlib.sha256(sealed).digest()
-    return OpenedAuthEnvelope(stanza, stanza_bytes, timestamp, digest, sender, *sender_ids)
+    return OpenedAuthEnvelope(
+        stanza, stanza_bytes, timestamp, digest, sender, *sender_ids, hybrid=hybrid
+    )
 
 
-def _our_wrap(e2e: ET.Element, own: AuthSender) -> Wrap:
+def _our_wrap(e2e: ET.Element, own: AuthSender) -> Wrap | HybridWrap:
+    """The one ``<key/>`` for ``own``, parsed strictly (sizes exact, a hybrid
+    one's ``kem-sha256`` ours); several for us are refused, not chosen from."""
     keys = e2e.findall(_KEY)
     if not keys or len(keys) > MAX_WRAPS:
         raise InvalidEnvelope()
-    for key in keys:
-        if (
-            key.get("cipher-algo") == WRAP_ALGO
-            and key.get("identity-sha256") == own.identity_id.hex()
-            and key.get("cert-sha256") == own.encryption_id.hex()
-        ):
-            return Wrap(
-                own.identity_id,
-                own.encryption_id,
-                b64decode_strict(key.get("enc")),
-                b64decode_strict(key.text),
-            )
-    raise InvalidEnvelope()
+    ours = [key for key in keys if _is_ours(key, own)]
+    if len(ours) != 1:
+        raise InvalidEnvelope()
+    [key] = ours
+    enc, ct = _b64(key.get("enc"), ENC_SIZE), _b64(key.text, CT_SIZE)
+    if key.get("cipher-algo") == WRAP_ALGO:
+        if key.get("kem-sha256") is not None or key.get("kem-ct") is not None:
+            raise InvalidEnvelope()
+        return Wrap(own.identity_id, own.encryption_id, enc, ct)
+    kem = _id(key.get("kem-sha256"))
+    kem_ct = _b64(key.get("kem-ct"), KEM_CIPHERTEXT_SIZE)
+    return HybridWrap(own.identity_id, own.encryption_id, kem, enc, ct, kem_ct)
+
+
+def _b64(text: str | None, size: int) -> bytes:
+    """Strict base64 of exactly ``size`` bytes; a longer text is not decoded."""
+    if text is None or len(text) > 2 * size + 64:
+        raise InvalidEnvelope()
+    value = b64decode_strict(text)
+    if len(value) != size:
+        raise InvalidEnvelope()
+    return value
 
 
 _HEX_ID: Final = re.compile("[0-9a-f]{64}")
