@@ -17,6 +17,8 @@ __all__ = [
     "EncryptionInfo",
     "ForeignEncryptionEvent",
     "KeyChangedEvent",
+    "KeyDestroyedEvent",
+    "KeyRotatedEvent",
     "KeyUnpublishedEvent",
     "PeerRejectedEvent",
     "PublishFailedEvent",
@@ -69,9 +71,11 @@ class DecryptionFailedEvent:
     reason: str
     """``undecryptable`` (any failure to open, a stanza not written by a device we
     hold for its sender included: deliberately not more precise), ``forged``
-    (inner stanza disagrees with the outer addressing) or ``downgrade`` (the
+    (inner stanza disagrees with the outer addressing), ``downgrade`` (the
     draft's unauthenticated profile from a contact with an identity, PROTOCOL.md
-    13.7; see ``allow_legacy_devices``)."""
+    13.7; see ``allow_legacy_devices``) or ``key-destroyed`` (sealed to one of our
+    encryption keys that rotation destroyed after its retention: forward secrecy,
+    PROTOCOL.md 13.10; it never opens again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,31 @@ class KeyChangedEvent:
     jid: str
     old_fingerprints: tuple[str, ...]
     new_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotatedEvent:
+    """``objenc_key_rotated``: our encryption key was replaced (PROTOCOL.md 13.10);
+    the new certificate is being published. Nothing for the user to decide."""
+
+    fingerprint: str
+    """SHA-256 of the new encryption certificate."""
+    retired: tuple[str, ...]
+    """Encryption certificates replaced now: their private keys are kept for the
+    retention period (late stanzas still open), then destroyed."""
+    next_check: datetime
+    """When the next rotation or destruction is due at the latest."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDestroyedEvent:
+    """``objenc_key_destroyed``: the private key of a replaced encryption certificate
+    was destroyed (from memory and the store) once its retention was over; what was
+    sealed to it, archives included, never opens again (forward secrecy)."""
+
+    fingerprint: str
+    """SHA-256 of the encryption certificate whose private key is gone."""
+    destroyed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,4 +252,7 @@ class ArchivedMessage:
     """How it was encrypted (``delay`` is the archive's stamp); ``None`` if it was
     not encrypted or could not be opened."""
     error: str | None = None
-    """Why it could not be opened (``undecryptable``, ``forged``, ``old``, ...)."""
+    """Why it could not be opened (``undecryptable``, ``forged``, ``old``, ...);
+    ``key-destroyed``: sealed to an encryption key of ours destroyed after its
+    retention (PROTOCOL.md 13.10). Archived stanzas older than the retention are
+    unreadable by design: keep your own decrypted history."""

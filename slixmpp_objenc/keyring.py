@@ -29,9 +29,9 @@ from .core import (
     xmpp_addresses,
 )
 from .core.certificates import DEFAULT_KEY_SIZE, Normalizer, canonical_jid
-from .core.devices import validate_device
 from .core.timestamps import utcnow
 from .core.trust import Observation, classify_certificate
+from .held_certificates import CheckedCertificates, newer_encryption, previous_after
 from .own_device import OwnDevice
 from .store import OwnIdentityRecord, PeerRecord, Storage, TrustState
 
@@ -84,8 +84,7 @@ class Keyring:
         self._legacy: set[str] = set()
         self._vouched: set[str] = set()
         self._peers: dict[str, dict[str, PeerRecord]] = {}
-        self._validated: dict[tuple[str, bytes | None], PeerCertificate] = {}
-        """(fingerprint, encryption certificate PEM) -> the checked certificate."""
+        self._checked = CheckedCertificates(normalize)
         self._required: set[str] = set()
         self._own_first_contact = False
 
@@ -270,10 +269,20 @@ class Keyring:
         record = self.record(jid, fingerprint)
         if record is None or record.trust in _refused_senders(record, self.device.certificate()):
             return None
-        peer = self._validated_certificate(record, self._clock())
-        if peer is None or peer.encryption is None or peer.encryption.fingerprint != encryption:
-            return None
-        return peer.encryption.public_key
+        now = self._clock()
+        peer = self._validated_certificate(record, now)
+        if peer is not None and peer.encryption and peer.encryption.fingerprint == encryption:
+            return peer.encryption.public_key
+        return self._checked.previous_key(record, encryption, now)  # sealed before it rotated
+
+    def superseded_at(self, jid: str, identity_id: bytes, encryption_id: bytes) -> datetime | None:
+        """When a sender device's encryption certificate was replaced, if it was (see
+        :meth:`CheckedCertificates.superseded_at`); ours: when we retired it."""
+        fingerprint, encryption = identity_id.hex(), encryption_id.hex()
+        if self.device.keys is not None and fingerprint == self.device.keys.fingerprint:
+            return self.device.retired_at(encryption)
+        record = self.record(jid, fingerprint)
+        return None if record is None else self._checked.superseded_at(record, encryption)
 
     # -- peers -------------------------------------------------------------
 
@@ -322,21 +331,7 @@ class Keyring:
         return self._validated_certificate(record, self._clock())
 
     def _validated_certificate(self, record: PeerRecord, now: datetime) -> PeerCertificate | None:
-        cached = self._validated.get((record.fingerprint, record.encryption_pem))
-        if cached is None:
-            try:
-                cached = validate_device(
-                    record.cert_pem,
-                    encryption=record.encryption_pem,
-                    now=now,
-                    normalize=self.normalize,
-                )
-            except CertificateError:
-                return None
-            self._validated[(record.fingerprint, record.encryption_pem)] = cached
-        if cached.expired(now) or self.bare(record.jid) not in cached.jids:
-            return None
-        return cached if _encryption_valid(cached, now) else None
+        return self._checked.device(record, now)
 
     def observe_now(
         self,
@@ -368,6 +363,10 @@ class Keyring:
             existing = held.get(certificate.fingerprint)
             encryption = certificate.encryption.pem() if certificate.encryption else None
             if existing is not None:
+                newer = newer_encryption(existing.encryption_pem, certificate)
+                earlier = existing.previous_encryption_pem
+                if newer != existing.encryption_pem:
+                    earlier = previous_after(existing.encryption_pem, earlier, now)
                 record = PeerRecord(
                     jid,
                     certificate.fingerprint,
@@ -376,7 +375,8 @@ class Keyring:
                     existing.first_seen,
                     now,
                     existing.source,
-                    newer_encryption(existing.encryption_pem, certificate),
+                    newer,
+                    earlier,
                 )
             else:
                 default = (
@@ -394,7 +394,7 @@ class Keyring:
                 )
             held[certificate.fingerprint] = record
             if encryption == record.encryption_pem:
-                self._validated[(certificate.fingerprint, encryption)] = certificate
+                self._checked.remember(certificate, encryption)
             records.append(record)
             sightings.append(
                 CertificateSighting(
@@ -470,31 +470,6 @@ def is_identity(cert_pem: bytes) -> bool:
         return isinstance(load_certificate(cert_pem).public_key(), Ed25519PublicKey)
     except (CertificateError, ValueError):
         return False
-
-
-def newer_encryption(held: bytes | None, published: PeerCertificate) -> bytes | None:
-    """The encryption certificate to keep for an identity: the one published if
-    it is newer (a later ``notBefore``) than the one held; a server replaying an
-    older one cannot take us back to it."""
-    if published.encryption is None:
-        return held
-    if held is not None:
-        try:
-            before = load_certificate(held).not_valid_before_utc
-        except CertificateError:
-            before = None
-        if before is not None and published.encryption.certificate.not_valid_before_utc <= before:
-            return held
-    return published.encryption.pem()
-
-
-def _encryption_valid(peer: PeerCertificate, now: datetime) -> bool:
-    """An expired encryption certificate is neither encrypted to nor opened with."""
-    encryption = peer.encryption
-    if encryption is None:
-        return True
-    validity = encryption.certificate
-    return validity.not_valid_before_utc <= now <= validity.not_valid_after_utc
 
 
 def _refused_senders(record: PeerRecord, own: PeerCertificate | None) -> tuple[TrustState, ...]:

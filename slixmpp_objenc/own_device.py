@@ -302,6 +302,14 @@ class OwnDevice:
                 return retired.key.public_key()
         return None
 
+    def retired_at(self, encryption: str) -> datetime | None:
+        """When our encryption key ``encryption`` was replaced; ``None`` if it is not
+        one we retired (the current one, or unknown)."""
+        for retired in self._retired:
+            if retired.fingerprint == encryption:
+                return retired.retired_at
+        return None
+
     def certificate(self) -> PeerCertificate | None:
         """Our identity with its encryption certificate, as a recipient of our own
         stanzas (sent messages stay readable from the archive)."""

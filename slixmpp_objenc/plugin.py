@@ -43,8 +43,10 @@ from .glue.inbound import Inbound, inbound_context
 from .glue.outbound import DEFAULT_MAX_STANZA_SIZE, Outbound
 from .glue.persistence import Persistence, default_storage, identity_from_config
 from .glue.resources import OwnResources
+from .glue.rotation import KeyRotation, policy_from_config
 from .glue.verification import Verification
 from .keyring import Keyring
+from .own_device import RotationOutcome
 from .stanza import Certificate, register_stanza_plugins
 from .store import Storage
 
@@ -82,20 +84,8 @@ class ObjEnc(BasePlugin):
     them on first use and never falls back to plaintext once a contact has
     been seen with a certificate.
 
-    Configuration (``pconfig``; README's table says what each key does):
-    ``data_dir``, ``storage``, ``key_file``/``cert_file``/``key_password``,
-    ``pep`` (on), ``hold_on_key_change`` (on), ``trust_new_devices`` (off),
-    ``trust_own_new_devices`` (off: a new certificate on our own node is held
-    for a decision; on, for headless bots, it is trusted at once with a loud
-    warning), ``refuse_plaintext`` (on), ``cipher`` (AES-128), ``padding``
-    (64), ``authenticated`` (on: an Ed25519 identity and X25519 key, HPKE Auth
-    with every device that publishes one; off: the draft's profile only),
-    ``fallback_body``, ``error_replies``/``bad_timestamp_replies`` (on),
-    ``error_replies_per_minute`` (10), ``max_stanza_size`` (256 KiB: larger
-    encrypted stanzas are refused here, not lost). Expert knobs: ``identity``,
-    ``key_size`` (3072), ``clock``, ``random_bytes``, ``max_envelope_size``
-    (256 KiB), ``replay_guard``, ``max_delay`` (30 days), ``discovery_timeout``
-    (10 s).
+    Configuration (``pconfig``): README's table says what each key does and
+    its default; :attr:`default_config` lists them all.
     """
 
     name = "objenc"
@@ -131,6 +121,8 @@ class ObjEnc(BasePlugin):
         "max_delay": MAX_DELAY,
         "max_stanza_size": DEFAULT_MAX_STANZA_SIZE,
         "authenticated": True,
+        "rotate_every": None,  # 7 days (a timedelta, or seconds): PROTOCOL.md 13.10
+        "retention": None,  # 30 days: replaced keys still open, then are destroyed
     }
 
     # -- lifecycle ---------------------------------------------------------
@@ -152,6 +144,7 @@ class ObjEnc(BasePlugin):
         )
         self.keyring = Keyring(self.storage, clock, normalize=normalize_jid)
         self.keyring.device.enabled = bool(config.get("authenticated", True))
+        self.keyring.device.policy = policy_from_config(config)
         self.tasks = Tasks(self.xmpp.loop)
         self.persistence = Persistence(self.storage, self.keyring, clock, self.tasks)
         self.persistence.configured = configured
@@ -186,6 +179,9 @@ class ObjEnc(BasePlugin):
             max_stanza_size=int(config.get("max_stanza_size", DEFAULT_MAX_STANZA_SIZE)),
         )
         self.directory.released = self.outbound.release_hold
+        self.rotation = KeyRotation(
+            self.xmpp, self.keyring.device, self.directory.publish, self.tasks, clock
+        )
         self.inbound = Inbound(
             self.xmpp,
             inbound_context(
@@ -216,6 +212,8 @@ class ObjEnc(BasePlugin):
         )
         self._handlers = (
             ("session_start", self._on_session_start),
+            ("session_start", self.rotation.on_session_start),
+            ("session_end", self.rotation.on_session_end),
             ("objenc_certs_publish", self.directory.on_notified),
             ("objenc_certs_retract", self.directory.on_notified),
             ("objenc_certs_config", self.directory.on_configured),
@@ -242,6 +240,7 @@ class ObjEnc(BasePlugin):
         if self.xmpp.session_bind_event.is_set():
             self.session_bind(self.xmpp.boundjid)
         if getattr(self.xmpp, "_session_started", False):
+            self.rotation.on_session_start(None)
             self.tasks.spawn(self._on_session_start(None))
 
     def plugin_end(self) -> None:
@@ -254,6 +253,7 @@ class ObjEnc(BasePlugin):
             self.xmpp.del_event_handler(event, handler)
         self.xmpp.remove_handler("objenc verification")
         self.outbound.fail_held()  # reported, never dropped without a word
+        self.rotation.stop()
         self.tasks.cancel_all()
         disco = self.xmpp.plugin.get("xep_0030", None)
         if disco is not None:
@@ -290,6 +290,8 @@ class ObjEnc(BasePlugin):
             replay_guard=self.replay_guard,
             parse=parse_address,
         )
+        if self.persistence.rotated is not None:  # at start, before the first publication
+            self.rotation.report(self.persistence.rotated)
         self.inbound.release_parked()
 
     async def ready(self) -> None:
@@ -407,6 +409,10 @@ class ObjEnc(BasePlugin):
         (publish-options, else node configuration: ``core.publication``).
         Returns whether it is published; never publishes on a more open node."""
         return await self.directory.publish()
+
+    async def rotate_keys(self) -> RotationOutcome | None:
+        """Rotate our encryption key if due, now (PROTOCOL.md 13.10; see ``KeyRotation``)."""
+        return await self.rotation.run()
 
     async def discover(self, jid: JID | str) -> list[PeerCertificate]:
         """Fetch a contact's certificates from PEP now; returns the usable ones."""

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from .auth_envelope import (
     CONTENT_ALGO,
+    MAX_WRAPS,
     AuthSender,
     SenderResolver,
     addressed_to,
@@ -29,12 +30,14 @@ from .auth_envelope import (
     sender_ids,
 )
 from .certificates import Identity
+from .constants import NS_OBJENC, qname
 from .envelope import open_envelope
 from .errors import InvalidEnvelope
 from .timestamps import ReplayGuard, format_timestamp
 
 __all__ = [
     "DOWNGRADE",
+    "KEY_DESTROYED",
     "MAX_OWN_KEYS_TRIED",
     "UNDECRYPTABLE",
     "UNKNOWN_SENDER",
@@ -46,12 +49,20 @@ __all__ = [
 
 MAX_OWN_KEYS_TRIED: Final = 3
 """At most this many of our RSA identities (the active one first) try to open one stanza."""
+_KEY: Final = qname(NS_OBJENC, "key")
+SUPERSEDED_SLACK: Final = timedelta(minutes=10)
+"""A replaced sender key's stanza may be dated this much after its successor's
+``notBefore`` (backdated 5 minutes at issuance; clocks differ a little)."""
 MAX_COPIES: Final = 2
 """``<e2e/>`` elements in one stanza, at most: one per profile."""
 
 UNDECRYPTABLE: Final = "undecryptable"
 DOWNGRADE: Final = "downgrade"
 """An RSA copy from a sender an identity is held for (and no legacy allowed)."""
+KEY_DESTROYED: Final = "key-destroyed"
+"""An authenticated copy sealed to one of our encryption keys that rotation has
+destroyed: it can never be opened again (forward secrecy, PROTOCOL.md 13.10).
+Reported locally as such; the sender's error reply is case 4's, as any other."""
 UNKNOWN_SENDER: Final = "unknown-sender"
 """An authenticated copy for us from a device we do not hold (yet): fetch its
 node first, then decide again."""
@@ -65,6 +76,9 @@ class OwnKeys:
     """Our RSA identities, the active one first (the draft's profile)."""
     device: Sequence[AuthSender] = ()
     """Our X25519 encryption keys with their certificate ids, the current one first."""
+    destroyed: Collection[str] = frozenset()
+    """Fingerprints of our encryption certificates whose private keys we destroyed
+    (rotation, PROTOCOL.md 13.10): a copy sealed to one is :data:`KEY_DESTROYED`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +119,10 @@ class OpeningContext:
     """Whether an identity certificate is held for a bare JID (RSA is then refused)."""
     legacy_allowed: Callable[[str], bool] = lambda _bare: False
     """Whether the user allowed a JID's legacy (RSA-only) devices."""
+    superseded_at: Callable[[str, bytes, bytes], datetime | None] = lambda _j, _i, _e: None
+    """``(sender bare JID, identity id, encryption id)`` -> when that sender
+    encryption certificate was replaced by a newer one, if it was: it speaks only
+    for stanzas dated before (plus :data:`SUPERSEDED_SLACK`)."""
 
 
 REPLAY_LABEL: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0 replay"
@@ -152,11 +170,23 @@ def open_copies(
         own = addressed_to(authenticated[0], keys.device)
         if own is not None:
             return _open_authenticated(authenticated[0], own, sender, ctx, max_size)
+        if keys.destroyed and _to_destroyed(authenticated[0], keys):
+            return KEY_DESTROYED
     if not draft or not keys.rsa:
         return UNDECRYPTABLE
     if ctx.has_identity(sender) and not ctx.legacy_allowed(sender):
         return DOWNGRADE
     return _open_draft(draft[0], keys.rsa, max_size)
+
+
+def _to_destroyed(e2e: ET.Element, keys: OwnKeys) -> bool:
+    """Whether a ``<key/>`` of this copy (any wrap kind) names our identity with an
+    encryption certificate whose private key we destroyed."""
+    identities = {own.identity_id.hex() for own in keys.device}
+    return any(
+        key.get("identity-sha256") in identities and key.get("cert-sha256") in keys.destroyed
+        for key in e2e.findall(_KEY)[: MAX_WRAPS + 1]
+    )
 
 
 def _open_authenticated(
@@ -171,6 +201,9 @@ def _open_authenticated(
         opened = open_authenticated(e2e, own, ctx.resolve_sender, sender, max_size=max_size)
     except InvalidEnvelope:
         return UNDECRYPTABLE
+    replaced = ctx.superseded_at(sender, *ids)
+    if replaced is not None and opened.timestamp > replaced + SUPERSEDED_SLACK:
+        return UNDECRYPTABLE  # a replaced key does not speak for stanzas after its time
     return Opened(
         opened.stanza,
         opened.stanza_bytes,

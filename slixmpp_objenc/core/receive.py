@@ -18,7 +18,7 @@ contradicts the outer addressing (:class:`DecryptionFailed`). Carbons
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
@@ -40,6 +40,7 @@ from .errors import StaleStanza
 from .exchanges import Exchanges
 from .opening import (
     DOWNGRADE,
+    KEY_DESTROYED,
     UNKNOWN_SENDER,
     Opened,
     OpeningContext,
@@ -140,6 +141,8 @@ class InboundContext:
     """Parses the addresses found inside envelopes and forwarded messages."""
     device_keys: Callable[[], Sequence[AuthSender]] = lambda: ()
     """Our encryption keys of the authenticated profile, the current one first."""
+    destroyed_keys: Callable[[], Collection[str]] = lambda: frozenset()
+    """Fingerprints of our encryption certificates whose private keys are destroyed."""
     opening: OpeningContext = field(default_factory=OpeningContext)
     """What the key directory knows about senders (which copy to open)."""
     may_fetch_sender: Callable[[str], bool] = lambda _bare: False
@@ -328,15 +331,17 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         # Encrypted stanzas come from a contact's client (a full JID); a bare
         # one would make our answers go to the server, unencrypted.
         return case4("forged")
-    keys = OwnKeys(ctx.identities(), ctx.device_keys())
+    keys = OwnKeys(ctx.identities(), ctx.device_keys(), ctx.destroyed_keys())
     if not keys.rsa and not keys.device:
         return UNAVAILABLE
     envelope = open_copies(copies, keys, sender.bare, ctx.opening, max_size=ctx.max_envelope_size)
     if isinstance(envelope, str):
         if envelope == UNKNOWN_SENDER and ctx.may_fetch_sender(sender.bare):
             return FetchSender(sender.bare)
-        failure = case4("undecryptable")
-        return DecryptionFailed(DOWNGRADE, failure.reply) if envelope == DOWNGRADE else failure
+        failure = case4("undecryptable")  # the reply to the sender says no more than that
+        if envelope in (DOWNGRADE, KEY_DESTROYED):
+            return DecryptionFailed(envelope, failure.reply)
+        return failure
     recipient_fingerprint = envelope.recipient_fingerprint
     if not consistent(kind, kind_type, envelope.stanza, sender.bare, ctx.own.bare, ctx.parse):
         return case4("forged")
@@ -523,7 +528,7 @@ def _decide_forwarded(
         return PARK
     if kind == "received" and to.bare != own.bare:
         return fail("forged")
-    keys = OwnKeys(ctx.identities(), ctx.device_keys())
+    keys = OwnKeys(ctx.identities(), ctx.device_keys(), ctx.destroyed_keys())
     if not keys.rsa and not keys.device:
         return UNAVAILABLE
     # history from before a contact's migration opens, as unauthenticated
@@ -532,7 +537,7 @@ def _decide_forwarded(
     if isinstance(envelope, str):
         if envelope == UNKNOWN_SENDER and not archived and ctx.may_fetch_sender(sender.bare):
             return FetchSender(sender.bare)
-        return fail(DOWNGRADE if envelope == DOWNGRADE else "undecryptable")
+        return fail(envelope if envelope in (DOWNGRADE, KEY_DESTROYED) else "undecryptable")
     recipient_fingerprint = envelope.recipient_fingerprint
     inner = envelope.stanza
     recipient = to.bare if outgoing else own.bare

@@ -400,8 +400,10 @@ def inbound_context(
         own=address(xmpp.boundjid),
         identities=identities,
         device_keys=keyring.device.senders,
+        destroyed_keys=lambda: keyring.device.destroyed,
         opening=OpeningContext(
             resolve_sender=keyring.resolve_sender,
+            superseded_at=keyring.superseded_at,
             has_identity=keyring.has_identity,
             legacy_allowed=keyring.legacy_allowed,
         ),

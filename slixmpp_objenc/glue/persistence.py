@@ -33,6 +33,7 @@ from ..core.addressing import AddressParser
 from ..core.receive import Admission
 from ..core.timestamps import PRUNE_EVERY, to_ms
 from ..keyring import Keyring
+from ..own_device import RotationOutcome
 from ..store import PeerRecord, Storage
 from .common import Tasks
 
@@ -62,6 +63,8 @@ class Persistence:
         self._tasks = tasks
         self.loaded = asyncio.Event()
         self.load_error: BaseException | None = None
+        self.rotated: RotationOutcome | None = None
+        """What the rotation run at start did (before the first publication)."""
         self.own_certificate: PeerCertificate | None = None
         """Our own certificate as a recipient, validated once at load."""
         self.configured: Identity | None = None
@@ -125,6 +128,7 @@ class Persistence:
             self._check_own_identity(bare, configured, parse)
             if authenticated:
                 await self.keyring.device.ensure(bare)
+                self.rotated = await self.keyring.device.rotate_now()
             await self._load_replay_state(replay_guard)
             last = await self.storage.get_setting(LAST_SENT)
             if last:

@@ -42,6 +42,7 @@ from slixmpp_objenc.core.identities import (
     generate_device_keys,
     issue_encryption_certificate,
 )
+from slixmpp_objenc.core.timestamps import format_timestamp
 from slixmpp_objenc.glue.inbound import MAX_AWAITING_TOTAL, MAX_PARKED, MAX_SENDERS_AWAITED
 from slixmpp_objenc.plugin import NODE_CERTS, REORDER_TOLERANCE
 from slixmpp_objenc.store import MemoryStorage, TrustState
@@ -457,11 +458,42 @@ class TestEncryptionCertificates(ReviewCase):
         # the server serves the node as it was a month ago
         self.notify(ALICE_JID)
         self.answer_fetch(ALICE_JID, [device_item(ALICE_DEVICE)])
+        self.now += timedelta(hours=1)  # the replaced key speaks for nothing after its time
         self.recv(self.wire(self.sealed(CHAT.format(body="with the retired key"))))
         assert self.bodies() == []
         record = self.plugin.keyring.record(ALICE_JID, ALICE_DEVICE.fingerprint)
         assert record is not None and record.encryption_pem is not None
         assert x509.load_pem_x509_certificate(record.encryption_pem) == rotated
+
+    def test_a_stanza_sealed_before_a_rotation_still_opens_when_it_arrives_late(self) -> None:
+        """Offline storage: sealed with the old key, delivered after the sender's new
+        certificate was read. The replaced certificate proves stanzas dated before
+        its successor, never after (PROTOCOL.md 13.10)."""
+        self.pin_alice()
+        sent_at = self.clock.next()
+        late = self.wire(
+            self.sealed(CHAT.format(body="sealed before the rotation"), timestamp=sent_at),
+            extra="<delay xmlns='urn:xmpp:delay' from='localhost' "
+            f"stamp='{format_timestamp(sent_at)}'/>",
+            outer_id="late",
+        )
+        self.now = NOW + timedelta(days=1)
+        rotated_key = X25519PrivateKey.generate()
+        rotated = issue_encryption_certificate(
+            ALICE_DEVICE.identity_key,
+            ALICE_DEVICE.identity_certificate,
+            rotated_key.public_key(),
+            now=self.now,
+        )
+        self.notify(ALICE_JID)
+        self.answer_fetch(ALICE_JID, [device_item(ALICE_DEVICE, encryption=rotated)])
+        self.recv(late)
+        assert self.bodies() == ["sealed before the rotation"]
+        self.now += timedelta(hours=1)
+        forged = self.sealed(CHAT.format(body="old key, new date"))  # after the successor
+        self.recv(self.wire(forged, outer_id="forged"))
+        assert self.bodies() == ["sealed before the rotation"]
+        assert self.failures() == ["undecryptable"]
 
     def test_an_expired_encryption_certificate_is_not_used(self) -> None:
         short = issue_encryption_certificate(
