@@ -271,6 +271,7 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
                 r.trust.value,
                 r.source,
                 "Ed25519" if is_identity(r.cert_pem) else "RSA",
+                _label(keyring, r),
                 _when(r.first_seen),
                 _when(r.last_seen),
                 show(r.fingerprint),
@@ -282,6 +283,7 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
             "TRUST",
             "SOURCE",
             "KEY",
+            "LABEL",
             "FIRST SEEN (UTC)",
             "LAST SEEN (UTC)",
             "FINGERPRINT",
@@ -300,6 +302,12 @@ async def _peers(account: Account, args: argparse.Namespace) -> int:
         return 0
 
     return await _with_keyring(account, action)
+
+
+def _label(keyring: Keyring, record: PeerRecord) -> str:
+    """A device's label as its identity signed it (cleaned: printable, short), or '-'."""
+    peer = keyring.validated(record)
+    return (peer.label if peer is not None else None) or "-"
 
 
 async def _set_trust(account: Account, args: argparse.Namespace, trust: TrustState) -> int:

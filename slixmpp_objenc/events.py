@@ -12,6 +12,7 @@ __all__ = [
     "ArchivedMessage",
     "BadTimestampEvent",
     "DecryptionFailedEvent",
+    "DeviceRevokedEvent",
     "DirectoryLimitEvent",
     "EncryptionFailedEvent",
     "EncryptionInfo",
@@ -60,6 +61,9 @@ class EncryptionInfo:
     authenticated: bool = False
     """Whether a device of the sender proved it wrote this (the authenticated
     profile, PROTOCOL.md 13): ``False`` for the draft's profile."""
+    hybrid: bool = False
+    """Whether our copy was sealed with the post-quantum hybrid (ML-KEM-768 with
+    X25519, PROTOCOL.md 13.11): its content stays secret unless both are broken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +77,11 @@ class DecryptionFailedEvent:
     hold for its sender included: deliberately not more precise), ``forged``
     (inner stanza disagrees with the outer addressing), ``downgrade`` (the
     draft's unauthenticated profile from a contact with an identity, PROTOCOL.md
-    13.7; see ``allow_legacy_devices``) or ``key-destroyed`` (sealed to one of our
+    13.7; see ``allow_legacy_devices``), ``key-destroyed`` (sealed to one of our
     encryption keys that rotation destroyed after its retention: forward secrecy,
-    PROTOCOL.md 13.10; it never opens again)."""
+    PROTOCOL.md 13.10; it never opens again) or ``passphrase`` (it did not open and
+    a passphrase is set for this contact: theirs may differ, PROTOCOL.md 13.12).
+    The reply to the sender is the same for all of these."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,27 @@ class KeyChangedEvent:
     jid: str
     old_fingerprints: tuple[str, ...]
     new_fingerprint: str
+    label: str | None = None
+    """The new device's label ("phone"), as its identity signed it, if it has one:
+    its owner chose it, so it names a device, it does not prove one."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRevokedEvent:
+    """``objenc_device_revoked``: a device of ``jid`` was revoked by another device of
+    the same account that we trust for it (a lost or stolen device, PROTOCOL.md
+    13.13): nothing is encrypted to it any more and nothing from it opens.
+    ``jid`` is our own bare JID when one of our devices was revoked (this one
+    too, if ``fingerprint`` is ours: then another device of ours says this one is lost)."""
+
+    jid: str
+    fingerprint: str
+    """The revoked device's identity fingerprint."""
+    revoker: str
+    """The identity fingerprint of the device that signed the revocation."""
+    issued_at: datetime
+    label: str | None = None
+    """The revoked device's label, if it had one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +245,9 @@ class SasEvent:
     own_fingerprints: tuple[str, ...] = ()
     """Our own certificate and our other devices' we encrypt to: the peer's
     string covers them as it holds them."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """``(fingerprint, label)`` for the devices above that have a label, to show
+    beside them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ cannot take us back to an older certificate (:func:`newer_encryption`).
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from datetime import datetime
 from typing import Final
 
@@ -34,6 +35,9 @@ __all__ = [
 MAX_PREVIOUS: Final = 4
 """Earlier encryption certificates kept per identity (a rotation a week, valid
 37 days: about five are ever valid at once, the current one included)."""
+MAX_CACHED_PER_IDENTITY: Final = MAX_PREVIOUS + 2
+"""Checked views kept per identity, least recently used dropped: a contact that
+rotates without end cannot grow our memory."""
 
 
 class CheckedCertificates:
@@ -41,11 +45,18 @@ class CheckedCertificates:
 
     def __init__(self, normalize: Normalizer) -> None:
         self._normalize = normalize
-        self._cache: dict[tuple[str, bytes | None], PeerCertificate] = {}
+        self._cache: dict[str, OrderedDict[bytes | None, PeerCertificate]] = {}
 
     def remember(self, certificate: PeerCertificate, encryption: bytes | None) -> None:
         """A certificate already checked (just observed), under its encryption PEM."""
-        self._cache[(certificate.fingerprint, encryption)] = certificate
+        self._put(certificate.fingerprint, encryption, certificate)
+
+    def _put(self, fingerprint: str, encryption: bytes | None, peer: PeerCertificate) -> None:
+        held = self._cache.setdefault(fingerprint, OrderedDict())
+        held[encryption] = peer
+        held.move_to_end(encryption)
+        while len(held) > MAX_CACHED_PER_IDENTITY:
+            held.popitem(last=False)
 
     def device(self, record: PeerRecord, now: datetime) -> PeerCertificate | None:
         """The record's certificate with its current encryption certificate, if both
@@ -81,7 +92,8 @@ class CheckedCertificates:
     def _checked(
         self, record: PeerRecord, encryption: bytes | None, now: datetime
     ) -> PeerCertificate | None:
-        cached = self._cache.get((record.fingerprint, encryption))
+        held = self._cache.get(record.fingerprint)
+        cached = held.get(encryption) if held is not None else None
         if cached is None:
             try:
                 cached = validate_device(
@@ -89,7 +101,7 @@ class CheckedCertificates:
                 )
             except CertificateError:
                 return None
-            self._cache[(record.fingerprint, encryption)] = cached
+        self._put(record.fingerprint, encryption, cached)
         try:
             bare = canonical_jid(record.jid, self._normalize)
         except ValueError:
@@ -112,14 +124,16 @@ def split_pem(bundle: bytes | None) -> list[bytes]:
 
 def previous_after(replaced: bytes | None, previous: bytes | None, now: datetime) -> bytes | None:
     """The earlier certificates once ``replaced`` is superseded: it first, then the
-    ones kept before, the expired ones dropped, at most :data:`MAX_PREVIOUS`."""
+    ones kept before, the expired ones dropped, at most :data:`MAX_PREVIOUS`. X25519
+    ones only (a bundle's ML-KEM certificate proves nothing about a sender)."""
     kept = []
     for pem in split_pem(replaced) + split_pem(previous):
         try:
             certificate = load_certificate(pem)
-        except CertificateError:
+            is_x25519 = isinstance(certificate.public_key(), X25519PublicKey)
+        except Exception:  # noqa: S112 - CertificateError, or a key cryptography lacks
             continue
-        if now <= certificate.not_valid_after_utc and pem not in kept:
+        if is_x25519 and now <= certificate.not_valid_after_utc and pem not in kept:
             kept.append(pem)
     return b"".join(kept[:MAX_PREVIOUS]) or None
 

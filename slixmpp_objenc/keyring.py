@@ -214,9 +214,8 @@ class Keyring:
         """The active identity; on first start, a new key and certificate for ``jid``."""
         if self.identity is not None:
             return self.identity
-        identity = await asyncio.to_thread(
-            generate_identity, jid, key_size=key_size, normalize=self.normalize
-        )
+        make = functools.partial(generate_identity, normalize=self.normalize, now=self._clock())
+        identity = await asyncio.to_thread(make, jid, key_size=key_size)
         await self.add_identity(identity)
         return identity
 

@@ -6,6 +6,7 @@ identities beside the draft profile's RSA identity. No slixmpp here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from .core import CertificateError, PeerCertificate, load_certificate
 from .core.auth_envelope import AuthSender
-from .core.certificates import Normalizer
+from .core.certificates import Normalizer, clean_label, encryption_label
 from .core.devices import validate_device
+from .core.hybrid import issue_kem_certificate
 from .core.identities import (
     BACKDATE,
     DeviceKeys,
@@ -63,6 +66,8 @@ class _Retired:
     fingerprint: str
     issued_at: datetime
     retired_at: datetime
+    kem_key: MLKEM768PrivateKey | None = None
+    kem_certificate: x509.Certificate | None = None
 
 
 class OwnDevice:
@@ -91,6 +96,10 @@ class OwnDevice:
         self._certificate: PeerCertificate | None = None
         self._senders: tuple[DeviceKeys, tuple[_Retired, ...], list[AuthSender]] | None = None
         self._lock = asyncio.Lock()
+        self.label: str | None = None
+        """This device's label ("laptop"), written in each new encryption certificate
+        (configuration ``device_label``); a change takes effect at the next rotation,
+        or at once with :meth:`rotate_now` (``relabel``)."""
         self.enabled = True
         """Off (``authenticated: False``): a device of the draft's profile only,
         even if the store holds device keys (they are kept, unused)."""
@@ -133,6 +142,20 @@ class OwnDevice:
                 keys.identity_key, keys.identity_certificate, key, certificate
             )
             await self._storage.save_identity(_identity_record(keys, self._clock()))
+        if newest is not None:
+            kem = _kem_pair(newest, keys)
+            if kem is None:  # made before the hybrid: one is issued for this rotation
+                keys = await asyncio.to_thread(_with_kem, keys)
+                await self._storage.save_encryption_key(_history_record(keys, newest.issued_at))
+            else:
+                keys = DeviceKeys(
+                    keys.identity_key,
+                    keys.identity_certificate,
+                    keys.encryption_key,
+                    keys.encryption_certificate,
+                    *kem,
+                )
+            self.keys = keys
         self._issued_at = newest.issued_at if newest is not None else None
         retired = []
         for record in mine:
@@ -145,6 +168,7 @@ class OwnDevice:
                 record.fingerprint,
                 record.issued_at,
                 record.retired_at or self._clock(),
+                *(_kem_pair(record, keys) or (None, None)),
             )
             if record.retired_at is None:  # current but older: retired from now on
                 await self._storage.save_encryption_key(_retired_record(held, keys))
@@ -176,8 +200,12 @@ class OwnDevice:
             now=now,
             normalize=self._normalize,
             encryption_validity=self.policy.validity,
+            label=self.label,
         )
         if self.keys is not None:  # two starts at once: the first one made counts
+            return self.keys
+        keys = await asyncio.to_thread(_with_kem, keys)
+        if self.keys is not None:
             return self.keys
         await self._save_history(_history_record(keys, now))
         await self._storage.save_identity(_identity_record(keys, now))
@@ -203,6 +231,13 @@ class OwnDevice:
         """Fingerprints of our encryption certificates whose private keys are destroyed."""
         return self._destroyed
 
+    def relabelled(self) -> bool:
+        """Whether our current certificate names another label than :attr:`label`."""
+        keys = self.keys
+        return keys is not None and encryption_label(keys.encryption_certificate) != clean_label(
+            self.label
+        )
+
     async def rotate_now(self) -> RotationOutcome | None:
         """Run the rotation decision once and carry it out: issue a new encryption key
         if it is due (the caller publishes it), mark the old one replaced, destroy
@@ -213,7 +248,7 @@ class OwnDevice:
             if keys is None or not self._history or not self.enabled:
                 return None
             now = self._clock()
-            plan = plan_rotation(self.held(), now, self.policy)
+            plan = plan_rotation(self.held(), now, self.policy, replace_now=self.relabelled())
             rotated = None
             retired = {r.fingerprint: r for r in self._retired}
             if plan.rotate:
@@ -225,8 +260,12 @@ class OwnDevice:
                     key.public_key(),
                     now=now,
                     valid_for=self.policy.validity,
+                    label=self.label,
                 )
-                new = DeviceKeys(keys.identity_key, keys.identity_certificate, key, certificate)
+                new = await asyncio.to_thread(
+                    _with_kem,
+                    DeviceKeys(keys.identity_key, keys.identity_certificate, key, certificate),
+                )
                 # the new key first: a crash before the rest leaves two current keys,
                 # and the next run retires the older
                 await self._storage.save_encryption_key(_history_record(new, now))
@@ -238,6 +277,8 @@ class OwnDevice:
                     keys.encryption_fingerprint,
                     old_issued,
                     now,
+                    keys.kem_key,
+                    keys.kem_certificate,
                 )
                 self.keys, self._issued_at = new, now
                 rotated = new.encryption_fingerprint
@@ -268,24 +309,33 @@ class OwnDevice:
         if cached is None or cached[0] is not keys or cached[1] is not self._retired:
             identity = bytes.fromhex(keys.fingerprint)
             senders = [
-                AuthSender(
-                    keys.encryption_key, identity, bytes.fromhex(keys.encryption_fingerprint)
+                _sender(
+                    identity,
+                    keys.encryption_key,
+                    keys.encryption_certificate,
+                    keys.kem_key,
+                    keys.kem_certificate,
                 )
             ]
             senders.extend(
-                AuthSender(r.key, identity, bytes.fromhex(r.fingerprint)) for r in self._retired
+                _sender(identity, r.key, r.certificate, r.kem_key, r.kem_certificate)
+                for r in self._retired
             )
             cached = self._senders = (keys, self._retired, senders)
         return cached[2]
 
     def bundle_pem(self) -> bytes | None:
-        """Our identity certificate then our encryption certificate, as PEM: the
-        device to hand over by hand (``add_peer_certificate``, ``objenc import``)."""
+        """Our identity certificate, our encryption certificate and its ML-KEM one,
+        as PEM: the device to hand over by hand (``add_peer_certificate``,
+        ``objenc import``)."""
         keys = self.keys
         if keys is None:
             return None
-        return _certificate_pem(keys.identity_certificate) + _certificate_pem(
-            keys.encryption_certificate
+        kem = b"" if keys.kem_certificate is None else _certificate_pem(keys.kem_certificate)
+        return (
+            _certificate_pem(keys.identity_certificate)
+            + _certificate_pem(keys.encryption_certificate)
+            + kem
         )
 
     def public_key(self, bare: str | None, encryption: str) -> X25519PublicKey | None:
@@ -322,17 +372,19 @@ class OwnDevice:
             or cached.fingerprint != keys.fingerprint
             or cached.encryption is None
             or cached.encryption.fingerprint != keys.encryption_fingerprint
+            or (cached.encryption.kem is None) != (keys.kem_certificate is None)
         ):
             cached = self._certificate = validate_device(
                 keys.identity_certificate,
                 encryption=keys.encryption_certificate,
+                kem=keys.kem_certificate,
                 now=max(self._clock(), _issued(keys.encryption_certificate)),
                 normalize=self._normalize,
             )
         return cached
 
 
-def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey | MLKEM768PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -349,6 +401,69 @@ def _issued(certificate: x509.Certificate) -> datetime:
     return certificate.not_valid_before_utc + BACKDATE
 
 
+def _sender(
+    identity: bytes,
+    key: X25519PrivateKey,
+    certificate: x509.Certificate,
+    kem_key: MLKEM768PrivateKey | None,
+    kem_certificate: x509.Certificate | None,
+) -> AuthSender:
+    kem_id = None if kem_certificate is None else hashlib.sha256(_der(kem_certificate)).digest()
+    return AuthSender(
+        key,
+        identity,
+        hashlib.sha256(_der(certificate)).digest(),
+        kem_key if kem_id is not None else None,
+        kem_id,
+    )
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def _with_kem(keys: DeviceKeys) -> DeviceKeys:
+    """``keys`` with a fresh ML-KEM-768 key whose certificate has exactly the
+    encryption certificate's dates (issued and rotated together, PROTOCOL.md 13.11)."""
+    encryption = keys.encryption_certificate
+    kem_key = MLKEM768PrivateKey.generate()
+    certificate = issue_kem_certificate(
+        keys.identity_key,
+        keys.identity_certificate,
+        kem_key.public_key(),
+        now=encryption.not_valid_before_utc + BACKDATE,
+        valid_for=encryption.not_valid_after_utc - encryption.not_valid_before_utc,
+    )
+    return DeviceKeys(
+        keys.identity_key,
+        keys.identity_certificate,
+        keys.encryption_key,
+        encryption,
+        kem_key,
+        certificate,
+    )
+
+
+def _kem_pair(
+    record: OwnEncryptionKeyRecord, keys: DeviceKeys
+) -> tuple[MLKEM768PrivateKey, x509.Certificate] | None:
+    """The ML-KEM key stored with an encryption key, checked; ``None`` if none."""
+    if record.kem_key_pem is None or record.kem_cert_pem is None:
+        return None
+    try:
+        key = serialization.load_pem_private_key(record.kem_key_pem, None)
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"cannot load one of our ML-KEM keys: {exc}") from exc
+    certificate = load_certificate(record.kem_cert_pem)
+    if not isinstance(key, MLKEM768PrivateKey) or certificate.public_key() != key.public_key():
+        raise CertificateError("one of our ML-KEM keys does not match its certificate")
+    try:
+        certificate.verify_directly_issued_by(keys.identity_certificate)
+    except Exception as exc:
+        raise CertificateError("one of our ML-KEM keys is not our identity's") from exc
+    return key, certificate
+
+
 def _history_record(keys: DeviceKeys, issued_at: datetime) -> OwnEncryptionKeyRecord:
     return OwnEncryptionKeyRecord(
         fingerprint=keys.encryption_fingerprint,
@@ -356,6 +471,10 @@ def _history_record(keys: DeviceKeys, issued_at: datetime) -> OwnEncryptionKeyRe
         key_pem=_private_pem(keys.encryption_key),
         cert_pem=_certificate_pem(keys.encryption_certificate),
         issued_at=issued_at,
+        kem_key_pem=None if keys.kem_key is None else _private_pem(keys.kem_key),
+        kem_cert_pem=None
+        if keys.kem_certificate is None
+        else _certificate_pem(keys.kem_certificate),
     )
 
 
@@ -367,6 +486,10 @@ def _retired_record(held: _Retired, keys: DeviceKeys) -> OwnEncryptionKeyRecord:
         cert_pem=_certificate_pem(held.certificate),
         issued_at=held.issued_at,
         retired_at=held.retired_at,
+        kem_key_pem=None if held.kem_key is None else _private_pem(held.kem_key),
+        kem_cert_pem=None
+        if held.kem_certificate is None
+        else _certificate_pem(held.kem_certificate),
     )
 
 

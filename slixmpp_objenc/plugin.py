@@ -46,7 +46,7 @@ from .glue.resources import OwnResources
 from .glue.rotation import KeyRotation, policy_from_config
 from .glue.verification import Verification
 from .keyring import Keyring
-from .own_device import RotationOutcome
+from .plugin_policy import PolicyApi
 from .stanza import Certificate, register_stanza_plugins
 from .store import Storage
 
@@ -75,7 +75,7 @@ def replay_guard_from_config(
     )
 
 
-class ObjEnc(BasePlugin):
+class ObjEnc(PolicyApi, BasePlugin):
     """End-to-end object encryption (draft-miller-3923bis-02) for slixmpp.
 
     With no configuration at all it keeps a key and certificate per account
@@ -123,6 +123,8 @@ class ObjEnc(BasePlugin):
         "authenticated": True,
         "rotate_every": None,  # 7 days (a timedelta, or seconds): PROTOCOL.md 13.10
         "retention": None,  # 30 days: replaced keys still open, then are destroyed
+        "hybrid": False,  # the post-quantum hybrid to every contact (set_hybrid per contact)
+        "device_label": None,  # "laptop": shown to contacts (objenc peers, events, SAS)
     }
 
     # -- lifecycle ---------------------------------------------------------
@@ -145,9 +147,11 @@ class ObjEnc(BasePlugin):
         self.keyring = Keyring(self.storage, clock, normalize=normalize_jid)
         self.keyring.device.enabled = bool(config.get("authenticated", True))
         self.keyring.device.policy = policy_from_config(config)
+        self.keyring.device.label = config.get("device_label") or None
         self.tasks = Tasks(self.xmpp.loop)
         self.persistence = Persistence(self.storage, self.keyring, clock, self.tasks)
         self.persistence.configured = configured
+        self.persistence.conversations.default_hybrid = bool(config.get("hybrid", False))
         self.directory = KeyDirectory(
             self.xmpp, self.keyring, self.persistence, config, clock, lambda: self.identity
         )
@@ -168,6 +172,7 @@ class ObjEnc(BasePlugin):
                 is_room=functools.partial(is_room, self.xmpp),
                 encrypting_own_resource=self.resources.encrypting,
                 hold_on_key_change=bool(config.get("hold_on_key_change", True)),
+                hybrid=self.persistence.conversations.hybrid,
             ),
             self.directory,
             self.persistence,
@@ -179,9 +184,11 @@ class ObjEnc(BasePlugin):
             max_stanza_size=int(config.get("max_stanza_size", DEFAULT_MAX_STANZA_SIZE)),
         )
         self.directory.released = self.outbound.release_hold
+        self.persistence.loaders.append(self.directory.revocations.load)
         self.rotation = KeyRotation(
             self.xmpp, self.keyring.device, self.directory.publish, self.tasks, clock
         )
+        self.outbound.catch_up = self.rotation.run
         self.inbound = Inbound(
             self.xmpp,
             inbound_context(
@@ -195,6 +202,7 @@ class ObjEnc(BasePlugin):
                 ready=loaded.is_set,
                 replay_guard=config.get("replay_guard")
                 or replay_guard_from_config(config, self.xmpp.boundjid.bare, self.keyring.sticky),
+                second=self.persistence.conversations.second,
             ),
             self.directory,
             self.persistence,
@@ -279,6 +287,7 @@ class ObjEnc(BasePlugin):
     async def _on_session_start(self, _event: Any) -> None:
         if not self._bound:
             self.session_bind(self.xmpp.boundjid)
+        await self.rotation.before_session(self.persistence)
         await self.directory.on_session_start()
 
     async def _load(self) -> None:
@@ -384,16 +393,6 @@ class ObjEnc(BasePlugin):
         """Refuse a changed certificate for good; held stanzas go to the old keys."""
         await self.set_trust(jid, fingerprint, TrustState.REVOKED)
 
-    async def allow_legacy_devices(self, jid: JID | str, allowed: bool = True) -> None:
-        """Accept (and encrypt to) a JID's devices of the draft's profile although
-        it has an identity; their stanzas are delivered *unauthenticated*."""
-        key, value = self.keyring.allow_legacy_now(JID(jid).bare, allowed)
-        await self.storage.set_setting(key, value)
-
-    async def require_encryption(self, jid: JID | str, required: bool = True) -> None:
-        """Refuse plaintext to ``jid`` even before a certificate is known."""
-        await self.keyring.require_encryption(JID(jid).bare, required)
-
     def encryption_info(self, stanza: StanzaBase) -> EncryptionInfo | None:
         """How ``stanza`` arrived: ``None`` if it was not encrypted."""
         return self.inbound.encryption_info(stanza)
@@ -409,10 +408,6 @@ class ObjEnc(BasePlugin):
         (publish-options, else node configuration: ``core.publication``).
         Returns whether it is published; never publishes on a more open node."""
         return await self.directory.publish()
-
-    async def rotate_keys(self) -> RotationOutcome | None:
-        """Rotate our encryption key if due, now (PROTOCOL.md 13.10; see ``KeyRotation``)."""
-        return await self.rotation.run()
 
     async def discover(self, jid: JID | str) -> list[PeerCertificate]:
         """Fetch a contact's certificates from PEP now; returns the usable ones."""

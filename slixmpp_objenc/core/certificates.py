@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import NameOID
 
@@ -29,15 +30,20 @@ from .timestamps import utcnow
 
 __all__ = [
     "ID_ON_XMPPADDR",
+    "LABEL_OID",
     "MAX_CERTIFICATES_PER_JID",
     "MAX_CERTIFICATE_SIZE",
+    "MAX_LABEL",
     "MAX_RSA_BITS",
     "EncryptionKey",
     "Identity",
+    "KemKey",
     "Normalizer",
     "PeerCertificate",
     "canonical_jid",
     "certificate_fingerprint",
+    "clean_label",
+    "encryption_label",
     "format_fingerprint",
     "generate_identity",
     "load_certificate",
@@ -257,18 +263,73 @@ def load_certificate(pem: bytes) -> x509.Certificate:
         raise CertificateError(f"cannot load certificate: {exc}") from exc
 
 
+LABEL_OID: Final = x509.ObjectIdentifier("2.5.4.13")
+"""X.520 ``description``: a device's label in its encryption certificate's subject
+(signed by the identity, so no server can change it; renewed at each rotation)."""
+MAX_LABEL: Final = 32
+"""Characters of a device label, at most."""
+
+
+def clean_label(label: str | None) -> str | None:
+    """A device label as it may be shown: printable, single spaces, at most
+    :data:`MAX_LABEL` characters (longer ones cut); ``None`` for nothing left.
+    Applied when issuing and again when reading: a contact chooses its labels."""
+    if not label or not isinstance(label, str):
+        return None
+    text = "".join(c if c.isprintable() else " " for c in label[: MAX_LABEL * 4])
+    text = " ".join(text.split())[:MAX_LABEL].strip()
+    return text or None
+
+
+def encryption_label(certificate: x509.Certificate) -> str | None:
+    """The label an encryption certificate gives its device (one ``description``
+    in the subject), cleaned; ``None`` without one, or with several."""
+    try:
+        found = certificate.subject.get_attributes_for_oid(LABEL_OID)
+    except ValueError:
+        return None
+    if len(found) != 1 or not isinstance(found[0].value, str):
+        return None
+    return clean_label(found[0].value)
+
+
 @dataclass(frozen=True, slots=True)
-class EncryptionKey:
-    """A checked X25519 encryption certificate, issued by the identity it hangs
-    off (authenticated profile, PROTOCOL.md 13): replaced without a prompt."""
+class KemKey:
+    """A checked ML-KEM-768 certificate (the hybrid wrap), issued by the identity
+    together with the encryption certificate it goes with, and rotated with it."""
 
     certificate: x509.Certificate
-    public_key: X25519PublicKey
+    public_key: MLKEM768PublicKey
     fingerprint: str
 
     def pem(self) -> bytes:
         """The certificate as PEM."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionKey:
+    """A checked X25519 encryption certificate, issued by the identity it hangs
+    off (authenticated profile, PROTOCOL.md 13): replaced without a prompt.
+    With :attr:`kem`, the ML-KEM-768 certificate issued with it, if any."""
+
+    certificate: x509.Certificate
+    public_key: X25519PublicKey
+    fingerprint: str
+    kem: KemKey | None = None
+    """The ML-KEM-768 certificate of the same issuance (checked against the same
+    identity, the same ``notBefore``); ``None`` for a device without one."""
+
+    @property
+    def label(self) -> str | None:
+        """The device's label ("laptop"), as its identity signed it, cleaned."""
+        return encryption_label(self.certificate)
+
+    def pem(self) -> bytes:
+        """The certificate as PEM, followed by the ML-KEM certificate's when there
+        is one: the bundle ``validate_device(..., encryption=...)`` takes back."""
+        pem = self.certificate.public_bytes(serialization.Encoding.PEM)
+        return pem if self.kem is None else pem + self.kem.pem()
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +347,11 @@ class PeerCertificate:
     fingerprint: str
     encryption: EncryptionKey | None = None
     """For an identity: its current encryption certificate, checked against it."""
+
+    @property
+    def label(self) -> str | None:
+        """The device's label, from its current encryption certificate, if any."""
+        return self.encryption.label if self.encryption is not None else None
 
     @property
     def authenticated(self) -> bool:

@@ -6,8 +6,11 @@ identity and current encryption certificates in one ``<device/>``, and
 while it migrates also its RSA certificate, with a *vouch*: the RSA key's
 signature over the identity certificate, which lets contacts that pinned
 or verified the RSA certificate carry that trust over once, without a
-prompt. :func:`read_publication` checks every item; one bad item never
-spoils the others.
+prompt. The ML-KEM-768 certificate of the hybrid wrap (``core.hybrid``),
+issued and rotated with the encryption certificate, travels beside it
+(``<kem/>``) and hangs off it (:attr:`~.certificates.EncryptionKey.kem`).
+:func:`read_publication` checks every item; one bad item never spoils the
+others.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import base64
 import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from cryptography import x509
@@ -31,6 +34,7 @@ from .certificates import (
     MAX_CERTIFICATES_PER_JID,
     EncryptionKey,
     Identity,
+    KemKey,
     Normalizer,
     PeerCertificate,
     certificate_fingerprint,
@@ -39,7 +43,12 @@ from .certificates import (
     validate_peer_certificate,
 )
 from .errors import CertificateError
-from .identities import validate_encryption_certificate, validate_identity_certificate
+from .hybrid import validate_kem_certificate
+from .identities import (
+    PeerIdentity,
+    validate_encryption_certificate,
+    validate_identity_certificate,
+)
 from .timestamps import utcnow
 
 __all__ = [
@@ -62,12 +71,16 @@ full of junk can make us do)."""
 VOUCH_LABEL: Final = PROFILE_ID + b" vouch"
 """The vouch signs ``VOUCH_LABEL || 0x00 || SHA-256(identity certificate DER)``."""
 _MAX_SIGNATURE: Final = 2048  # RSA-16384: 2048 bytes
+_SAME_ISSUANCE: Final = timedelta(seconds=1)
+"""How far the ``notBefore`` of an ML-KEM certificate may be from that of the
+encryption certificate it was issued with (X.509 times are whole seconds)."""
 
 
 def validate_device(
     certificate: x509.Certificate | bytes,
     *,
     encryption: x509.Certificate | bytes | None = None,
+    kem: x509.Certificate | bytes | None = None,
     now: datetime | None = None,
     normalize: Normalizer = normalize_bare_jid,
 ) -> PeerCertificate:
@@ -75,7 +88,15 @@ def validate_device(
     (:func:`~.certificates.validate_peer_certificate`), or an Ed25519 identity
     certificate (:func:`~.identities.validate_identity_certificate`) with,
     when given, its ``encryption`` certificate checked against it.
-    :class:`CertificateError` with the reason for anything else."""
+
+    ``encryption`` is a certificate, DER, or PEM holding the X25519
+    certificate alone or followed by its ML-KEM-768 certificate (what
+    :meth:`~.certificates.EncryptionKey.pem` gives); ``kem`` is that ML-KEM
+    certificate given apart (DER or PEM), never both. The ML-KEM certificate
+    must chain to the identity (:func:`~.hybrid.validate_kem_certificate`) and
+    be of the encryption certificate's issuance (the same ``notBefore``,
+    within a second). :class:`CertificateError` with the reason for anything
+    else."""
     now = now or utcnow()
     loaded = _loaded(certificate)
     try:
@@ -83,27 +104,73 @@ def validate_device(
     except Exception as exc:  # an unknown key algorithm
         raise CertificateError(f"unusable certificate: {type(exc).__name__}") from exc
     if not is_identity:
-        if encryption is not None:
+        if encryption is not None or kem is not None:
             raise CertificateError("an RSA certificate has no encryption certificate")
         return validate_peer_certificate(loaded, now=now, normalize=normalize)
     identity = validate_identity_certificate(loaded, now=now, normalize=normalize)
     key = None
     if encryption is not None:
-        issued = _loaded(encryption)
-        public_key = validate_encryption_certificate(issued, identity, now=now, normalize=normalize)
-        key = EncryptionKey(issued, public_key, certificate_fingerprint(issued))
+        key = _encryption_key(identity, encryption, kem, now, normalize)
+    elif kem is not None:
+        raise CertificateError("an ML-KEM certificate comes with its encryption certificate")
     return PeerCertificate(
         identity.certificate, identity.public_key, identity.jids, identity.fingerprint, key
     )
+
+
+def _encryption_key(
+    identity: PeerIdentity,
+    encryption: x509.Certificate | bytes,
+    kem: x509.Certificate | bytes | None,
+    now: datetime,
+    normalize: Normalizer,
+) -> EncryptionKey:
+    issued, *bundled = _certificates(
+        encryption, 2, "an encryption certificate and at most its ML-KEM one"
+    )
+    if bundled and kem is not None:
+        raise CertificateError("two ML-KEM certificates for one encryption certificate")
+    public_key = validate_encryption_certificate(issued, identity, now=now, normalize=normalize)
+    if kem is not None:
+        bundled = _certificates(kem, 1, "one ML-KEM certificate")
+    if not bundled:
+        return EncryptionKey(issued, public_key, certificate_fingerprint(issued))
+    [kem_certificate] = bundled
+    kem_public = validate_kem_certificate(kem_certificate, identity, now=now, normalize=normalize)
+    drift = kem_certificate.not_valid_before_utc - issued.not_valid_before_utc
+    if abs(drift) > _SAME_ISSUANCE:
+        raise CertificateError("ML-KEM certificate was not issued with the encryption certificate")
+    kem_key = KemKey(kem_certificate, kem_public, certificate_fingerprint(kem_certificate))
+    return EncryptionKey(issued, public_key, certificate_fingerprint(issued), kem_key)
+
+
+def _certificates(given: x509.Certificate | bytes, most: int, what: str) -> list[x509.Certificate]:
+    """A certificate, DER (one), or PEM holding one to ``most`` certificates, in
+    order; :class:`CertificateError` otherwise (``what`` says what is expected)."""
+    if isinstance(given, x509.Certificate):
+        return [given]
+    pem = bytes(given) if isinstance(given, bytes | bytearray | memoryview) else b""
+    if not pem.lstrip().startswith(b"-----"):
+        return [load_certificate(given)]  # DER, or the reason it is not
+    if len(pem) > 2 * most * MAX_CERTIFICATE_SIZE:
+        raise CertificateError(f"{len(pem)} bytes of certificates is over the size limit")
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except Exception as exc:  # any parsing failure of cryptography
+        raise CertificateError(f"cannot load certificates: {exc}") from exc
+    if not 1 <= len(certificates) <= most:
+        raise CertificateError(f"{len(certificates)} certificates, expected {what}")
+    return certificates
 
 
 def load_device(
     pem: bytes, *, now: datetime | None = None, normalize: Normalizer = normalize_bare_jid
 ) -> PeerCertificate:
     """A device handed over by hand (PEM): one RSA certificate, or an identity
-    certificate followed by its encryption certificate (what ``objenc export``
-    and ``ObjEnc.certificate_pem()`` give). :class:`CertificateError` for
-    anything else, an identity alone included."""
+    certificate followed by its encryption certificate and, optionally, its
+    ML-KEM certificate (what ``objenc export`` and ``ObjEnc.certificate_pem()``
+    give). :class:`CertificateError` for anything else, an identity alone
+    included."""
     if isinstance(pem, str):
         pem = pem.encode("utf-8", "replace")
     if not isinstance(pem, bytes | bytearray | memoryview):
@@ -114,10 +181,13 @@ def load_device(
         certificates = x509.load_pem_x509_certificates(bytes(pem))
     except Exception:
         certificates = [load_certificate(bytes(pem))]  # DER, or its reason
-    if len(certificates) > 2:
-        raise CertificateError(f"{len(certificates)} certificates: one device is one or two")
-    encryption = certificates[1] if len(certificates) == 2 else None
-    peer = validate_device(certificates[0], encryption=encryption, now=now, normalize=normalize)
+    if len(certificates) > 3:
+        raise CertificateError(f"{len(certificates)} certificates: one device is one to three")
+    encryption = certificates[1] if len(certificates) >= 2 else None
+    kem = certificates[2] if len(certificates) == 3 else None
+    peer = validate_device(
+        certificates[0], encryption=encryption, kem=kem, now=now, normalize=normalize
+    )
     if peer.authenticated and peer.encryption is None:
         raise CertificateError("an identity certificate needs its encryption certificate")
     return peer
@@ -176,6 +246,8 @@ class DevicePayload:
     """Of each ``<encryption/>`` child (one is expected)."""
     vouches: tuple[tuple[str, str], ...] = ()
     """``(cert-sha256, base64 signature)`` of each ``<vouch/>`` (at most one)."""
+    kem: tuple[str, ...] = ()
+    """Of each ``<kem/>`` child: the ML-KEM certificate (at most one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +293,7 @@ class _Candidate:
     der: bytes
     encryption: bytes | None = None
     vouch: tuple[str, bytes] | None = None
+    kem: bytes | None = None
 
 
 class _Reader:
@@ -270,17 +343,25 @@ class _Reader:
         if len(device.vouches) > 1:
             self.skipped.append((item.item_id, "more than one vouch"))
             return None
+        if len(device.kem) > 1:
+            self.skipped.append((item.item_id, "more than one ML-KEM certificate"))
+            return None
         identity = self.der(item.item_id, device.identity[0])
         encryption = self.der(item.item_id, device.encryption[0])
         if identity is None or encryption is None:
             return None
+        kem = None
+        if device.kem:
+            kem = self.der(item.item_id, device.kem[0])
+            if kem is None:
+                return None
         vouch = None
         if device.vouches:
             vouch = _vouch(*device.vouches[0])
             if vouch is None:
                 self.skipped.append((item.item_id, "a malformed vouch"))
                 return None
-        return _Candidate(item.item_id, identity, encryption, vouch)
+        return _Candidate(item.item_id, identity, encryption, vouch, kem)
 
 
 def _identity_alone(
@@ -321,13 +402,17 @@ def read_publication(
     """The usable device certificates a JID's node publishes (PROTOCOL.md 9, 13.6).
 
     An item carries one RSA ``<certificate/>`` or one ``<device/>`` (one
-    identity, one encryption certificate it issued, at most one vouch).
+    identity, one encryption certificate it issued, at most one ML-KEM
+    certificate issued with it, at most one vouch). An encryption or ML-KEM
+    certificate that does not check out leaves the identity alone (without
+    either: the ones held stay), with the reason in ``skipped``.
     An item that is malformed, too large, unusable (any
     :class:`CertificateError` of :func:`validate_device`) or not naming
     ``jid`` is skipped with its reason. Certificates already ``held``
     (fingerprints) are examined first and always taken; new ones are taken
     while fewer than ``max_certificates`` are, and at most ``max_examined``
-    new ones are examined. Each cap exceeded is reported in ``limits``.
+    new ones are examined (an item's ML-KEM certificate counts as one more).
+    Each cap exceeded is reported in ``limits``.
 
     An RSA certificate that a ``<device/>`` of the same node vouches for is
     that device's face for readers of the draft's profile: it is left out
@@ -362,15 +447,16 @@ def read_publication(
                 rest = ordered[position:]
                 reader.skipped.extend((candidates[fp].item_id, "over the limit") for fp in rest)
                 break
-            if examined >= max_examined:
+            cost = 1 if found.kem is None else 2  # the ML-KEM certificate: one more parsed
+            if examined + cost > max_examined:
                 reader.over("items-examined", len(ordered) - position + examined, max_examined)
                 rest = ordered[position:]
                 reader.skipped.extend((candidates[fp].item_id, "not examined") for fp in rest)
                 break
-            examined += 1
+            examined += cost
         try:
             peer = validate_device(
-                found.der, encryption=found.encryption, now=now, normalize=normalize
+                found.der, encryption=found.encryption, kem=found.kem, now=now, normalize=normalize
             )
         except CertificateError as exc:
             alone = _identity_alone(found, now, normalize)

@@ -27,11 +27,13 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from .certificates import (
     ID_ON_XMPPADDR,
+    LABEL_OID,
     MAX_CERTIFICATE_SIZE,
     Normalizer,
     _der_utf8string,
@@ -39,6 +41,7 @@ from .certificates import (
     certificate_fingerprint,
     check_validity,
     checked_addresses,
+    clean_label,
     load_certificate,
     normalize_bare_jid,
 )
@@ -76,15 +79,28 @@ class DeviceKeys:
     identity_certificate: x509.Certificate
     encryption_key: X25519PrivateKey
     encryption_certificate: x509.Certificate
+    kem_key: MLKEM768PrivateKey | None = None
+    """The ML-KEM-768 key issued with the encryption key (the hybrid wrap,
+    PROTOCOL.md 13.11), rotated with it; ``None`` before one was made."""
+    kem_certificate: x509.Certificate | None = None
+    """Its certificate, issued by the identity (``core.hybrid``)."""
     fingerprint: str = field(init=False)
     """The device's fingerprint: SHA-256 of the identity certificate's DER."""
     encryption_fingerprint: str = field(init=False)
     """SHA-256 of the encryption certificate's DER (its id on the wire)."""
+    kem_fingerprint: str | None = field(init=False)
+    """SHA-256 of the ML-KEM certificate's DER, if there is one."""
 
     def __post_init__(self) -> None:
+        if (self.kem_key is None) != (self.kem_certificate is None):
+            raise ValueError("an ML-KEM key goes with its certificate")
         object.__setattr__(self, "fingerprint", certificate_fingerprint(self.identity_certificate))
         object.__setattr__(
             self, "encryption_fingerprint", certificate_fingerprint(self.encryption_certificate)
+        )
+        kem = self.kem_certificate
+        object.__setattr__(
+            self, "kem_fingerprint", None if kem is None else certificate_fingerprint(kem)
         )
 
 
@@ -104,10 +120,11 @@ def generate_device_keys(
     now: datetime | None = None,
     normalize: Normalizer = normalize_bare_jid,
     encryption_validity: timedelta = ENCRYPTION_VALIDITY,
+    label: str | None = None,
 ) -> DeviceKeys:
     """Fresh identity and encryption keys for a device of ``jid``, with their
-    certificates (the encryption certificate valid for ``encryption_validity``);
-    :class:`CertificateError` for a JID that is not one."""
+    certificates (the encryption certificate valid for ``encryption_validity``,
+    naming the device ``label``); :class:`CertificateError` for a JID that is not one."""
     try:
         bare = canonical_jid(jid, normalize)
     except ValueError as exc:
@@ -129,6 +146,7 @@ def generate_device_keys(
         encryption_key.public_key(),
         now=now,
         valid_for=encryption_validity,
+        label=label,
     )
     return DeviceKeys(identity_key, identity_certificate, encryption_key, encryption_certificate)
 
@@ -140,13 +158,19 @@ def issue_encryption_certificate(
     *,
     now: datetime | None = None,
     valid_for: timedelta = ENCRYPTION_VALIDITY,
+    label: str | None = None,
 ) -> x509.Certificate:
     """An encryption certificate for ``public_key``, signed by the identity key,
-    naming the identity's JID (a new one for each rotation)."""
+    naming the identity's JID (a new one for each rotation) and, if given, the
+    device's ``label`` (:func:`clean_label`; ``description`` in the subject)."""
     [bare] = sorted(checked_addresses(identity_certificate, lambda j: j))
     start = (now or utcnow()) - BACKDATE
+    subject = _name(bare)
+    cleaned = clean_label(label)
+    if cleaned:
+        subject = x509.Name([*subject, x509.NameAttribute(LABEL_OID, cleaned)])
     return (
-        _builder(bare, _name(bare), identity_certificate.subject, start, start + valid_for)
+        _builder(bare, subject, identity_certificate.subject, start, start + valid_for)
         .public_key(public_key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(key_agreement=True), critical=True)

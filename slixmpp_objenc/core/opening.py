@@ -39,6 +39,7 @@ __all__ = [
     "DOWNGRADE",
     "KEY_DESTROYED",
     "MAX_OWN_KEYS_TRIED",
+    "PASSPHRASE",
     "UNDECRYPTABLE",
     "UNKNOWN_SENDER",
     "Opened",
@@ -59,6 +60,10 @@ MAX_COPIES: Final = 2
 UNDECRYPTABLE: Final = "undecryptable"
 DOWNGRADE: Final = "downgrade"
 """An RSA copy from a sender an identity is held for (and no legacy allowed)."""
+PASSPHRASE: Final = "passphrase"  # noqa: S105 - a reason, not a secret
+"""Our copy did not open and a passphrase is set for this conversation: it may
+differ, or the sender did not use it. Local only: the sender's error reply is
+case 4's, as for any other failure (no guessing oracle)."""
 KEY_DESTROYED: Final = "key-destroyed"
 """An authenticated copy sealed to one of our encryption keys that rotation has
 destroyed: it can never be opened again (forward secrecy, PROTOCOL.md 13.10).
@@ -102,6 +107,8 @@ class Opened:
     """The draft's own replay digest, M: what stores kept before the replay
     digest was the same for both profiles; checked too, so a stanza admitted
     then is still a replay."""
+    hybrid: bool = False
+    """Whether our wrap was the post-quantum hybrid (ML-KEM-768 + X25519, PROTOCOL.md 13.11)."""
 
     @property
     def authenticated(self) -> bool:
@@ -119,6 +126,9 @@ class OpeningContext:
     """Whether an identity certificate is held for a bare JID (RSA is then refused)."""
     legacy_allowed: Callable[[str], bool] = lambda _bare: False
     """Whether the user allowed a JID's legacy (RSA-only) devices."""
+    second: Callable[[str], bytes] = lambda _peer: b""
+    """The stretched passphrase held for a conversation partner (bare JID), or
+    ``b""``: with one, only hybrid wraps sealed with it open (PROTOCOL.md 13.12)."""
     superseded_at: Callable[[str, bytes, bytes], datetime | None] = lambda _j, _i, _e: None
     """``(sender bare JID, identity id, encryption id)`` -> when that sender
     encryption certificate was replaced by a newer one, if it was: it speaks only
@@ -156,22 +166,29 @@ def open_copies(
     ctx: OpeningContext,
     *,
     max_size: int,
+    peer: str | None = None,
 ) -> Opened | str:
     """Open the copy meant for us among the ``<e2e/>`` elements of one stanza
     from the bare JID ``sender``; or say why not: :data:`UNDECRYPTABLE`
-    (deliberately no finer), :data:`DOWNGRADE` or :data:`UNKNOWN_SENDER`."""
+    (deliberately no finer), :data:`DOWNGRADE`, :data:`UNKNOWN_SENDER`,
+    :data:`KEY_DESTROYED` or :data:`PASSPHRASE`. ``peer``: the other party of the
+    conversation (whose passphrase applies), when not ``sender`` (our own
+    stanzas, from carbons and archives)."""
     if not copies or len(copies) > MAX_COPIES:
         return UNDECRYPTABLE
     authenticated = [c for c in copies if is_authenticated(c)]
     draft = [c for c in copies if not is_authenticated(c)]
     if len(authenticated) > 1 or len(draft) > 1:
         return UNDECRYPTABLE
+    second = ctx.second(peer or sender)
     if authenticated and keys.device:
         own = addressed_to(authenticated[0], keys.device)
         if own is not None:
-            return _open_authenticated(authenticated[0], own, sender, ctx, max_size)
+            return _open_authenticated(authenticated[0], own, sender, ctx, max_size, second)
         if keys.destroyed and _to_destroyed(authenticated[0], keys):
             return KEY_DESTROYED
+    if draft and second:
+        return PASSPHRASE  # the draft's profile cannot carry it (PROTOCOL.md 13.12)
     if not draft or not keys.rsa:
         return UNDECRYPTABLE
     if ctx.has_identity(sender) and not ctx.legacy_allowed(sender):
@@ -190,7 +207,12 @@ def _to_destroyed(e2e: ET.Element, keys: OwnKeys) -> bool:
 
 
 def _open_authenticated(
-    e2e: ET.Element, own: AuthSender, sender: str, ctx: OpeningContext, max_size: int
+    e2e: ET.Element,
+    own: AuthSender,
+    sender: str,
+    ctx: OpeningContext,
+    max_size: int,
+    second: bytes,
 ) -> Opened | str:
     ids = sender_ids(e2e)
     if ids is None:
@@ -198,9 +220,11 @@ def _open_authenticated(
     if ctx.resolve_sender(sender, *ids) is None:
         return UNKNOWN_SENDER
     try:
-        opened = open_authenticated(e2e, own, ctx.resolve_sender, sender, max_size=max_size)
+        opened = open_authenticated(
+            e2e, own, ctx.resolve_sender, sender, max_size=max_size, second=second
+        )
     except InvalidEnvelope:
-        return UNDECRYPTABLE
+        return PASSPHRASE if second else UNDECRYPTABLE
     replaced = ctx.superseded_at(sender, *ids)
     if replaced is not None and opened.timestamp > replaced + SUPERSEDED_SLACK:
         return UNDECRYPTABLE  # a replaced key does not speak for stanzas after its time
@@ -212,6 +236,7 @@ def _open_authenticated(
         CONTENT_ALGO,
         own.identity_id.hex(),
         opened.sender_identity_id.hex(),
+        hybrid=opened.hybrid,
     )
 
 

@@ -41,6 +41,7 @@ from .exchanges import Exchanges
 from .opening import (
     DOWNGRADE,
     KEY_DESTROYED,
+    PASSPHRASE,
     UNKNOWN_SENDER,
     Opened,
     OpeningContext,
@@ -102,6 +103,8 @@ NS_MAM: Final = "urn:xmpp:mam:2"
 NS_EME: Final = "urn:xmpp:eme:0"
 
 _E2E: Final = qname(NS_OBJENC, "e2e")
+LOCAL_REASONS: Final = frozenset({DOWNGRADE, KEY_DESTROYED, PASSPHRASE})
+"""Failures reported locally by their name; the reply to the sender is case 4's."""
 _DELAY: Final = qname(NS_DELAY, "delay")
 _EME: Final = qname(NS_EME, "encryption")
 _ERROR: Final = qname(NS_CLIENT, "error")
@@ -339,7 +342,7 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
         if envelope == UNKNOWN_SENDER and ctx.may_fetch_sender(sender.bare):
             return FetchSender(sender.bare)
         failure = case4("undecryptable")  # the reply to the sender says no more than that
-        if envelope in (DOWNGRADE, KEY_DESTROYED):
+        if envelope in LOCAL_REASONS:
             return DecryptionFailed(envelope, failure.reply)
         return failure
     recipient_fingerprint = envelope.recipient_fingerprint
@@ -533,11 +536,18 @@ def _decide_forwarded(
         return UNAVAILABLE
     # history from before a contact's migration opens, as unauthenticated
     opening = replace(ctx.opening, legacy_allowed=lambda _b: True) if archived else ctx.opening
-    envelope = open_copies(copies, keys, sender.bare, opening, max_size=ctx.max_envelope_size)
+    envelope = open_copies(
+        copies,
+        keys,
+        sender.bare,
+        opening,
+        max_size=ctx.max_envelope_size,
+        peer=to.bare if outgoing else sender.bare,
+    )
     if isinstance(envelope, str):
         if envelope == UNKNOWN_SENDER and not archived and ctx.may_fetch_sender(sender.bare):
             return FetchSender(sender.bare)
-        return fail(envelope if envelope in (DOWNGRADE, KEY_DESTROYED) else "undecryptable")
+        return fail(envelope if envelope in LOCAL_REASONS else "undecryptable")
     recipient_fingerprint = envelope.recipient_fingerprint
     inner = envelope.stanza
     recipient = to.bare if outgoing else own.bare

@@ -85,13 +85,18 @@ class RotationPlan:
 
 
 def plan_rotation(
-    keys: Sequence[HeldEncryptionKey], now: datetime, policy: RotationPolicy
+    keys: Sequence[HeldEncryptionKey],
+    now: datetime,
+    policy: RotationPolicy,
+    *,
+    replace_now: bool = False,
 ) -> RotationPlan:
     """The rotation decision for the encryption keys we hold (PROTOCOL.md 13.10).
 
     Rotate when there is no current key, or the newest current one was issued
     ``rotate_every`` ago or more (or claims to be issued in the future: a
-    clock that jumped back must not keep one key for ever). Retire every
+    clock that jumped back must not keep one key for ever), or ``replace_now``
+    (what the certificate says changed: the device's label). Retire every
     current key but the newest. Destroy every key retired ``retention`` ago
     or more. Never destroys the key in use.
     """
@@ -100,7 +105,7 @@ def plan_rotation(
     )
     newest = current[-1] if current else None
     age = now - newest.issued_at if newest is not None else None
-    rotate = age is None or age >= policy.rotate_every or age < -policy.rotate_every
+    rotate = replace_now or age is None or age >= policy.rotate_every or age < -policy.rotate_every
     retire = [k.fingerprint for k in current[:-1]]
     if rotate and newest is not None:
         retire.append(newest.fingerprint)

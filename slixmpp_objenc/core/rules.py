@@ -31,6 +31,7 @@ __all__ = [
     "PROFILE_AUTH",
     "PROFILE_BOTH",
     "PROFILE_DRAFT",
+    "PROFILE_HYBRID",
     "SERVER_ADDED",
     "ErrorBudget",
     "ErrorReply",
@@ -44,6 +45,7 @@ __all__ = [
     "error_reply",
     "foreign_mechanism",
     "forwarded_message",
+    "hybrid_capable",
     "is_condition",
     "is_empty_envelope",
     "may_stand_beside_envelope",
@@ -63,6 +65,9 @@ PROFILE_DRAFT: Final = "draft-miller-3923bis-02"
 PROFILE_AUTH: Final = "auth-1"
 """The authenticated profile (PROTOCOL.md 13)."""
 PROFILE_BOTH: Final = PROFILE_DRAFT + "+" + PROFILE_AUTH
+PROFILE_HYBRID: Final = "auth-pq-1"
+"""The authenticated profile with the post-quantum hybrid wrap for every device
+(PROTOCOL.md 13.11): no draft copy, no Auth-mode wrap in the same stanza."""
 """Mixed recipients: one ``<e2e/>`` per profile in the same stanza (13.7)."""
 
 
@@ -126,6 +131,12 @@ def recipients(
     return tuple(result.values())
 
 
+def hybrid_capable(peer: PeerCertificate) -> bool:
+    """Whether a device can receive the hybrid wrap: an identity whose current
+    encryption certificate came with an ML-KEM-768 certificate."""
+    return peer.authenticated and peer.encryption is not None and peer.encryption.kem is not None
+
+
 def choose_profile(certificates: Sequence[PeerCertificate]) -> str | None:
     """The wire profile(s) for ``certificates``, or ``None`` if one cannot be used.
 
@@ -152,6 +163,9 @@ _HINT: Final = f"{{{NS_HINTS}}}"
 _STORE: Final = qname(NS_HINTS, "store")
 _NO_STORE: Final = frozenset(qname(NS_HINTS, n) for n in ("no-store", "no-permanent-store"))
 _CARBONS_PRIVATE: Final = qname("urn:xmpp:carbons:2", "private")
+NS_CAPS: Final = "http://jabber.org/protocol/caps"
+_CAPS: Final = qname(NS_CAPS, "c")
+_CAPS_ATTRIBUTES: Final = frozenset({"hash", "node", "ver", "ext"})
 _ARCHIVED_CHILDREN: Final = frozenset(
     {qname(NS_CLIENT, "body"), qname(NS_CLIENT, "subject"), qname("jabber:x:conference", "x")}
 )
@@ -197,6 +211,15 @@ def outside_envelope(inner: ET.Element, kind: str, fallback_body: str | None) ->
         for child in inner
         if child.tag.startswith(_HINT) or child.tag == _CARBONS_PRIVATE
     ]
+    if kind == "presence":
+        # XEP-0115 caps: the contact's server reads them to send it our PEP
+        # notifications (XEP-0163 4); our undirected presence shows the same
+        # element to every contact anyway. Attributes only.
+        caps = inner.find(_CAPS)
+        if caps is not None:
+            outside.append(
+                ET.Element(_CAPS, {k: v for k, v in caps.attrib.items() if k in _CAPS_ATTRIBUTES})
+            )
     if kind != "message":
         return outside
     tags = {child.tag for child in outside}
@@ -223,6 +246,8 @@ def may_stand_beside_envelope(child: ET.Element, fallback_body: str | None) -> b
         return False
     if child.tag.startswith(_HINT) or child.tag in (_CARBONS_PRIVATE, qname(NS_EME, "encryption")):
         return True
+    if child.tag == _CAPS:
+        return set(child.attrib) <= _CAPS_ATTRIBUTES
     return child.tag == qname(NS_CLIENT, "body") and (child.text or "") == (fallback_body or "")
 
 

@@ -18,7 +18,7 @@ from typing import Final, Protocol
 from .addressing import Address
 from .certificates import PeerCertificate
 from .exchanges import Exchanges
-from .rules import candidate, choose_profile, recipients
+from .rules import PROFILE_HYBRID, candidate, choose_profile, hybrid_capable, recipients
 
 __all__ = [
     "SEND_CLEAR",
@@ -94,6 +94,8 @@ class OutboundContext:
     encrypting_own_resource: Callable[[str], bool] = lambda _full: False
     """Whether a full JID of our own account is a client that announces this protocol."""
     hold_on_key_change: bool = True
+    hybrid: Callable[[str], bool] = lambda _bare: False
+    """Whether stanzas to a bare JID are sealed with the post-quantum hybrid."""
 
 
 class Plan:
@@ -123,6 +125,9 @@ class Encrypt(Plan):
 
     recipients: tuple[PeerCertificate, ...]
     profile: str
+    left_out: tuple[str, ...] = ()
+    """With the hybrid: fingerprints of usable devices left out because they have
+    no ML-KEM key (an X25519-only wrap would undo the post-quantum protection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,8 @@ def _decide(stanza: Outgoing, ctx: OutboundContext) -> Plan:
         chosen = iq_recipients(directory.usable(bare))
     else:
         chosen = recipients(directory.usable(bare), directory.own_devices(), ctx.own_certificate())
+    if chosen and ctx.hybrid(bare):
+        return _hybrid(bare, chosen)
     if chosen:
         profile = choose_profile(chosen)
         if profile is None:
@@ -213,6 +220,19 @@ def _decide(stanza: Outgoing, ctx: OutboundContext) -> Plan:
             "but no usable certificate is held: not sending in the clear"
         )
     return SEND_CLEAR
+
+
+def _hybrid(bare: str, chosen: Sequence[PeerCertificate]) -> Plan:
+    """The hybrid to every device that has an ML-KEM key, the others left out
+    (PROTOCOL.md 13.11); refused if none of the contact's has one."""
+    capable = tuple(p for p in chosen if hybrid_capable(p))
+    if not any(bare in p.jids for p in capable):
+        return Refuse(
+            f"the post-quantum hybrid is on for {bare}, but none of its devices "
+            "publishes an ML-KEM key: not sent (turn the hybrid off for it to send)"
+        )
+    left_out = tuple(p.fingerprint for p in chosen if not hybrid_capable(p))
+    return Encrypt(capable, PROFILE_HYBRID, left_out)
 
 
 def iq_recipients(contact: Sequence[PeerCertificate]) -> tuple[PeerCertificate, ...]:

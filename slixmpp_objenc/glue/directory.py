@@ -49,6 +49,7 @@ from ..keyring import Keyring
 from .common import parse_address
 from .persistence import Persistence
 from .publication import NODE_CERTS, Publisher
+from .revocations import Revocations
 
 __all__ = ["NODE_CERTS", "KeyDirectory", "normalize_jid"]
 
@@ -66,6 +67,7 @@ _DEVICE_TAG: Final = qname(NS_OBJENC, "device")
 _IDENTITY_TAG: Final = qname(NS_OBJENC, "identity")
 _ENCRYPTION_TAG: Final = qname(NS_OBJENC, "encryption")
 _VOUCH_TAG: Final = qname(NS_OBJENC, "vouch")
+_KEM_TAG: Final = qname(NS_OBJENC, "kem")
 
 
 def normalize_jid(text: str) -> str:
@@ -110,6 +112,8 @@ class KeyDirectory:
         )
         self.released: Callable[[str], None] = lambda _bare: None
         """Called when a JID has no more decisions pending (held stanzas may go)."""
+        self.revocations = Revocations(xmpp, keyring, persistence, clock, self.timeout)
+        """Lost devices: revocations read from nodes and published on ours."""
         self._discovering: dict[str, asyncio.Future[None]] = {}
         self._misses: dict[str, float] = {}
         self._interest = False
@@ -327,6 +331,7 @@ class KeyDirectory:
             await self.keyring.observe(peer, source="pep", jid=bare, trust=sighting.trust)
             self._report(bare, sighting.observation, sighting.trust, sighting.previous, peer)
         await self._withdrawn(bare, result)
+        await self.revocations.read(bare, items)
         if result.over_limit:
             log.warning("objenc: %d new certificates of %s not recorded", result.over_limit, bare)
             self.xmpp.event(
@@ -354,7 +359,7 @@ class KeyDirectory:
         peer: PeerCertificate,
     ) -> None:
         own_account = bare == self.xmpp.boundjid.bare
-        event = KeyChangedEvent(bare, previous, peer.fingerprint)
+        event = KeyChangedEvent(bare, previous, peer.fingerprint, peer.label)
         if observation is Observation.RESTORED:
             log.info("objenc: %s publishes %s again: %s", bare, peer.fingerprint, trust)
             if trust is not TrustState.UNTRUSTED:
@@ -483,6 +488,7 @@ def _published_item(item: ET.Element, devices_read: bool) -> PublishedItem:
                 for d in devices
                 for v in d.findall(_VOUCH_TAG)
             ),
+            tuple(c.text or "" for d in devices for c in d.findall(_KEM_TAG)),
         )
     return PublishedItem(
         item.get("id", ""),

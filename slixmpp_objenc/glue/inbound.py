@@ -323,6 +323,7 @@ class Inbound:
             sender_trust=record.trust if record is not None else None,
             idempotency_key=envelope.digest.hex(),
             authenticated=envelope.authenticated,
+            hybrid=envelope.hybrid,
         )
 
     def _error_answer(self, stanza: StanzaBase, verdict: ErrorAnswer) -> StanzaBase:
@@ -394,8 +395,10 @@ def inbound_context(
     identities: Callable[[], Sequence[Identity]],
     ready: Callable[[], bool],
     replay_guard: ReplayGuard,
+    second: Callable[[str], bytes] = lambda _peer: b"",
 ) -> InboundContext:
-    """The receiving side's context, from the plugin's configuration."""
+    """The receiving side's context, from the plugin's configuration; ``second``:
+    the stretched passphrase per conversation partner (``ConversationSettings``)."""
     return InboundContext(
         own=address(xmpp.boundjid),
         identities=identities,
@@ -406,6 +409,7 @@ def inbound_context(
             superseded_at=keyring.superseded_at,
             has_identity=keyring.has_identity,
             legacy_allowed=keyring.legacy_allowed,
+            second=second,
         ),
         replay_guard=replay_guard,
         exchanges=exchanges,

@@ -17,7 +17,7 @@ import logging
 import re
 import weakref
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from slixmpp import Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase, tostring
 
-from ..core import BlockCipher, EncryptionError, PeerCertificate, Recipient, seal
+from ..core import BlockCipher, CertificateError, EncryptionError, PeerCertificate, Recipient, seal
 from ..core.auth_envelope import AuthRecipient, seal_authenticated
 from ..core.constants import NS_OBJENC, qname
-from ..core.rules import EME_NAME, may_stand_beside_envelope, outside_envelope
+from ..core.rules import EME_NAME, PROFILE_HYBRID, may_stand_beside_envelope, outside_envelope
 from ..core.send import (
     Encrypt,
     OutboundContext,
@@ -55,6 +55,8 @@ _XML_LANG: Final = "{http://www.w3.org/XML/1998/namespace}lang"
 
 _AUTH_KEY_SIZE: Final = 400
 """Bytes of one ``<key/>`` of the authenticated profile (two hex ids, enc, ct)."""
+_HYBRID_KEY_SIZE: Final = 2000
+"""Bytes of one hybrid ``<key/>`` (three hex ids, enc, ct, the ML-KEM ciphertext)."""
 DEFAULT_MAX_STANZA_SIZE: Final = 256 * 1024
 """The usual server limit on one stanza (Prosody's c2s_stanza_size_limit, ejabberd's
 max_stanza_size): bytes."""
@@ -90,6 +92,8 @@ class Outbound:
         self.padding = padding
         self.fallback_body = fallback_body
         self.max_stanza_size = max_stanza_size
+        self.catch_up: Callable[[], Awaitable[object]] | None = None
+        """Runs our key rotation now, when our own certificate is found unusable."""
         self._pending: weakref.WeakKeyDictionary[ET.Element, Encrypt] = weakref.WeakKeyDictionary()
         self._sealed: weakref.WeakKeyDictionary[ET.Element, tuple[Any, ...]] = (
             weakref.WeakKeyDictionary()
@@ -131,7 +135,15 @@ class Outbound:
         behind it)."""
         if not isinstance(stanza, Message | Iq | Presence):
             return stanza
-        decision = plan(self.outgoing(stanza), self.context)
+        try:
+            decision = plan(self.outgoing(stanza), self.context)
+        except CertificateError as exc:
+            # our own certificate is unusable (expired: no rotation ran since, the
+            # process slept): fail closed, loudly, and have the rotation catch up
+            self.refuse(stanza, EncryptionError(f"our certificate is unusable: {exc}"))
+            if self.catch_up is not None:
+                self._tasks.spawn(self.catch_up()).add_done_callback(_retrieved)
+            return None
         if isinstance(decision, Encrypt):
             size = self.size_once_encrypted(stanza, decision)
             if size > self.max_stanza_size:
@@ -168,8 +180,9 @@ class Outbound:
         envelope = (content * 4 // 3 + 80) * 4 // 3 + 300
         draft = [p.public_key for p in decision.recipients if not p.authenticated]
         copies = (1 if draft else 0) + (1 if len(draft) < len(decision.recipients) else 0)
+        auth_key = _HYBRID_KEY_SIZE if decision.profile == PROFILE_HYBRID else _AUTH_KEY_SIZE
         keys = sum(
-            k.key_size // 6 + 200 if isinstance(k, rsa.RSAPublicKey) else _AUTH_KEY_SIZE
+            k.key_size // 6 + 200 if isinstance(k, rsa.RSAPublicKey) else auth_key
             for k in (p.public_key for p in decision.recipients)
         )
         return copies * envelope + keys + 600 + _attributes_size(stanza.xml) + SIZE_MARGIN
@@ -275,8 +288,13 @@ class Outbound:
             if not isinstance(again, Encrypt):
                 return stanza
             decision = again
+        if decision.left_out:
+            log.warning(
+                "objenc: post-quantum hybrid: %d device(s) without an ML-KEM key left out",
+                len(decision.left_out),
+            )
         try:
-            self.seal_stanza(stanza, decision.recipients)
+            self.seal_stanza(stanza, decision.recipients, hybrid=decision.profile == PROFILE_HYBRID)
         except Exception as exc:
             log.exception("objenc: encryption failed; the stanza is not sent")
             scrub(stanza)
@@ -284,8 +302,12 @@ class Outbound:
             return None
         return stanza
 
-    def seal_stanza(self, stanza: StanzaBase, recipients: Sequence[PeerCertificate]) -> None:
-        """Replace ``stanza``'s content with an ``<e2e/>`` for ``recipients`` (steps 1-11)."""
+    def seal_stanza(
+        self, stanza: StanzaBase, recipients: Sequence[PeerCertificate], *, hybrid: bool = False
+    ) -> None:
+        """Replace ``stanza``'s content with an ``<e2e/>`` for ``recipients`` (steps 1-11);
+        ``hybrid``: the post-quantum wrap for every device (each must have an ML-KEM
+        key), with the passphrase set for the contact, if any (PROTOCOL.md 13.11)."""
         xml = stanza.xml
         had_from = "from" in xml.attrib
         if not had_from:
@@ -296,7 +318,9 @@ class Outbound:
             if not had_from:
                 del xml.attrib["from"]
         timestamp = self._persistence.next_timestamp()
-        copies = self._seal_copies(stanza_string, recipients, timestamp, stanza["to"].bare)
+        copies = self._seal_copies(
+            stanza_string, recipients, timestamp, stanza["to"].bare, hybrid=hybrid
+        )
         inner_id = xml.get("id", "")
         outer_id = self.xmpp.new_id()
         outside = outside_envelope(xml, stanza.name, self.fallback_body)
@@ -325,9 +349,18 @@ class Outbound:
         recipients: Sequence[PeerCertificate],
         timestamp: datetime,
         contact: str = "",
+        *,
+        hybrid: bool = False,
     ) -> list[ET.Element]:
         """One ``<e2e/>`` per profile the recipients speak (PROTOCOL.md 13.7): the
         draft's first (a draft-only receiver opens the first one), then ours."""
+        second = self._persistence.conversations.second(contact) if contact else b""
+        if second and not hybrid:
+            raise EncryptionError(
+                f"a passphrase is set for {contact}: only the hybrid may carry it"
+            )
+        if hybrid and any(not p.authenticated for p in recipients):
+            raise EncryptionError("the hybrid has no copy for devices of the draft's profile")
         draft = [p for p in recipients if not p.authenticated]
         devices = [p for p in recipients if p.authenticated]
         copies = []
@@ -360,6 +393,8 @@ class Outbound:
                     pad_to=self.padding,
                     random_bytes=self.random_bytes,
                     introduce=self._introduction(contact),
+                    hybrid=hybrid,
+                    second=second,
                 )
             )
         return copies
@@ -378,13 +413,21 @@ class Outbound:
         )
 
 
+def _retrieved(task: Any) -> None:
+    if not task.cancelled():
+        task.exception()  # logged where it was raised
+
+
 def _auth_recipient(peer: PeerCertificate) -> AuthRecipient:
     if peer.encryption is None:
         raise EncryptionError(f"no encryption certificate for {peer.fingerprint}")
+    kem = peer.encryption.kem
     return AuthRecipient(
         bytes.fromhex(peer.fingerprint),
         bytes.fromhex(peer.encryption.fingerprint),
         peer.encryption.public_key,
+        None if kem is None else bytes.fromhex(kem.fingerprint),
+        None if kem is None else kem.public_key,
     )
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..conversations import ConversationSettings
 from ..core import (
     CertificateError,
     EncryptionError,
@@ -59,6 +60,11 @@ class Persistence:
     ) -> None:
         self.storage = storage
         self.keyring = keyring
+        self.conversations = ConversationSettings(storage, keyring.normalize)
+        """The hybrid switch and passphrases per contact (loaded with the keys)."""
+        self.loaders: list[Callable[[], Awaitable[None]]] = [self.conversations.load]
+        """What else reads the store at load, after the key ring, before anything
+        encrypted is let through."""
         self._clock = clock
         self._tasks = tasks
         self.loaded = asyncio.Event()
@@ -118,6 +124,8 @@ class Persistence:
         try:
             await self.storage.open()
             await self.keyring.load()
+            for loader in self.loaders:
+                await loader()
             if configured is not None:
                 if self.keyring.identity is None or (
                     self.keyring.identity.fingerprint != configured.fingerprint

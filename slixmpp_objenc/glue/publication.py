@@ -184,13 +184,17 @@ def _payload(identity: Identity) -> Certificate:
 
 
 def device_payload(identity: Identity, device: DeviceKeys) -> ET.Element:
-    """``<device><identity/><encryption/><vouch cert-sha256/></device>``: base64
-    DER of both certificates, and the RSA identity's vouch for ours."""
+    """``<device><identity/><encryption/>[<kem/>]<vouch cert-sha256/></device>``:
+    base64 DER of our certificates (the ML-KEM one when we have one), and the
+    RSA identity's vouch for ours."""
     payload = ET.Element(qname(NS_OBJENC, "device"))
-    for name, certificate in (
+    certificates = [
         ("identity", device.identity_certificate),
         ("encryption", device.encryption_certificate),
-    ):
+    ]
+    if device.kem_certificate is not None:
+        certificates.append(("kem", device.kem_certificate))
+    for name, certificate in certificates:
         child = ET.SubElement(payload, qname(NS_OBJENC, name))
         child.text = base64.b64encode(certificate.public_bytes(Encoding.DER)).decode("ascii")
     vouch = ET.SubElement(payload, qname(NS_OBJENC, "vouch"), {"cert-sha256": identity.fingerprint})

@@ -8,6 +8,7 @@ only runs it, publishes a new certificate, and says what happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from ..core.rotation import RotationPolicy
 from ..events import KeyDestroyedEvent, KeyRotatedEvent
 from ..own_device import OwnDevice, RotationOutcome
 from .common import Tasks
+from .persistence import Persistence
 
 __all__ = ["KeyRotation", "policy_from_config"]
 
@@ -70,7 +72,16 @@ class KeyRotation:
         """Whether a session is up (a new certificate is published at once; else at
         the next session start, which publishes anyway)."""
 
-    async def run(self) -> RotationOutcome | None:
+    async def before_session(self, persistence: Persistence) -> None:
+        """At session start, before our certificate is published: the process may
+        have slept past a rotation (the timer counts no suspend), so run it now and
+        never publish an overdue or expired key. Never raises (``run`` logs)."""
+        await persistence.loaded.wait()
+        if persistence.load_error is None:
+            with contextlib.suppress(Exception):
+                await self.run(publish=False)
+
+    async def run(self, *, publish: bool = True) -> RotationOutcome | None:
         """Decide and carry out the rotation now; publish a new certificate if one
         was issued and a session is up; emit ``objenc_key_rotated`` and
         ``objenc_key_destroyed``; schedule the next run. ``None`` if there is
@@ -84,7 +95,7 @@ class KeyRotation:
         if outcome is None:
             return None
         self.report(outcome)
-        if outcome.rotated is not None and self.online:
+        if outcome.rotated is not None and self.online and publish:
             await self._publish()
         return outcome
 

@@ -17,6 +17,7 @@ import base64
 import logging
 import string
 from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from slixmpp import JID
@@ -131,9 +132,25 @@ class Verification:
             "initiator",
             tuple(sorted(peer_set)),
             tuple(sorted(own_set)),
+            self._labels(peer.bare, peer_set | own_set),
         )
         self.xmpp.event("objenc_sas", event)
         return event
+
+    def _labels(self, bare: str, fingerprints: AbstractSet[str]) -> tuple[tuple[str, str], ...]:
+        """``(fingerprint, label)`` of the devices named that have a label: the
+        contact's, our account's others, ours."""
+        labels = {}
+        keys = self._keyring.device.keys
+        own = self._keyring.device.certificate() if keys is not None else None
+        if own is not None and own.label:
+            labels[own.fingerprint] = own.label
+        for jid in (bare, self.xmpp.boundjid.bare):
+            for record in self._keyring.records(jid):
+                peer = self._keyring.validated(record)
+                if peer is not None and peer.label:
+                    labels[peer.fingerprint] = peer.label
+        return tuple(sorted((fp, label) for fp, label in labels.items() if fp in fingerprints))
 
     async def _send(self, iq: Any, timeout: float) -> Any:
         try:
@@ -208,6 +225,10 @@ class Verification:
                         "responder",
                         tuple(sorted(session.peer_fingerprints)),
                         tuple(sorted(session.own_fingerprints)),
+                        self._labels(
+                            iq["from"].bare,
+                            set(session.peer_fingerprints) | set(session.own_fingerprints),
+                        ),
                     ),
                 )
             else:

@@ -102,7 +102,8 @@ def key_changed(event: KeyChangedEvent) -> Notice:
     before = ", ".join(short_fingerprint(fp) for fp in event.old_fingerprints) or "none"
     new = event.new_fingerprint
     line = (
-        f"{PREFIX}{event.jid} presents a new certificate {full_fingerprint(new)} "
+        f"{PREFIX}{event.jid} presents a new certificate {full_fingerprint(new)}"
+        f"{_labelled(event.label)} "
         f"(held before: {before}). What you send them waits for your decision: check it "
         f"with them (/objenc verify, or compare fingerprints), then /objenc accept "
         f"{new[:8]} or /objenc reject {new[:8]}"
@@ -114,11 +115,18 @@ def own_device_held(event: KeyChangedEvent) -> Notice:
     own, new = event.jid, event.new_fingerprint
     line = (
         f"{PREFIX}a new device appeared on your account {own}: certificate "
-        f"{full_fingerprint(new)}. Nothing is encrypted to it until you accept it: "
+        f"{full_fingerprint(new)}{_labelled(event.label)}. "
+        "Nothing is encrypted to it until you accept it: "
         f"/objenc accept {own} {new[:8]}. Not yours? /objenc reject {own} {new[:8]}, "
         "and change your password"
     )
     return Notice(line, level="Warning")
+
+
+def _labelled(label: str | None) -> str:
+    """' (a device it calls "phone")': the label is the sender's word, so it is
+    quoted as such; cleaned already (printable, short)."""
+    return f' (a device it calls "{label}")' if label else ""
 
 
 def foreign_encryption(event: ForeignEncryptionEvent) -> Notice:

@@ -63,6 +63,8 @@ import slixmpp_objenc
 from ..core.constants import NS_OBJENC
 from ..core.trust import TrustState
 from ..events import EncryptionFailedEvent, SasEvent
+from ..keyring import Keyring
+from ..store import PeerRecord
 from . import notices, text
 from .notices import Notice
 from .text import CommandError, Held, Request
@@ -196,7 +198,7 @@ class Plugin(E2EEPlugin):
     # -- reading the key ring ----------------------------------------------
 
     def _held(self, bare: str) -> list[Held]:
-        return [Held(r.fingerprint, r.trust) for r in self.objenc.keyring.records(bare)]
+        return [_held(self.objenc.keyring, r) for r in self.objenc.keyring.records(bare)]
 
     def _state(self, bare: str) -> text.ConversationState:
         keyring = self.objenc.keyring
@@ -475,3 +477,9 @@ class Plugin(E2EEPlugin):
         else:  # another device of ours: the commands must name our JID
             line = notices.sas(str(event.jid), event.sas, jid=bare)
             self.api.information(line, "Warning")
+
+
+def _held(keyring: Keyring, record: PeerRecord) -> Held:
+    """A held certificate as the screen shows it, with its device's label."""
+    peer = keyring.validated(record)
+    return Held(record.fingerprint, record.trust, peer.label if peer is not None else None)

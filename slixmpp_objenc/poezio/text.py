@@ -163,6 +163,8 @@ class Held:
 
     fingerprint: str
     trust: TrustState
+    label: str | None = None
+    """The device's label ("phone"), cleaned, if it has one."""
 
 
 def resolve(held: Sequence[Held], jid: str, typed: str) -> Held:
@@ -242,7 +244,11 @@ def fingerprint_lines(held: Sequence[Held], *, full: bool) -> list[str]:
     show = full_fingerprint if full else short_fingerprint
     order = {state: i for i, state in enumerate(TRUST_LABELS)}
     ordered = sorted(held, key=lambda h: (order.get(h.trust, 99), h.fingerprint))
-    return [f"  {show(h.fingerprint)}  {TRUST_LABELS.get(h.trust, h.trust.value)}" for h in ordered]
+    return [
+        f"  {show(h.fingerprint)}  {TRUST_LABELS.get(h.trust, h.trust.value)}"
+        + (f"  ({h.label})" if h.label else "")
+        for h in ordered
+    ]
 
 
 def status_lines(

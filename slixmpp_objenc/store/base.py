@@ -58,6 +58,11 @@ class OwnEncryptionKeyRecord:
     issued_at: datetime
     retired_at: datetime | None = None
     """When a newer key replaced it; ``None`` while it is the current one."""
+    kem_key_pem: bytes | None = None
+    """The ML-KEM-768 key issued with it (PKCS#8 PEM; the hybrid wrap), destroyed
+    with it; ``None`` for a key made before the hybrid."""
+    kem_cert_pem: bytes | None = None
+    """The certificate of :attr:`kem_key_pem` (PEM)."""
 
 
 @dataclass(frozen=True, slots=True)

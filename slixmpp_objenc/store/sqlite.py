@@ -39,7 +39,8 @@ encryption key and certificate, a peer's latest encryption certificate (all
 ``NULL`` for RSA, so older rows read as such). Version 4 adds the history of our
 encryption keys (:mod:`~slixmpp_objenc.store.sqlite_keys`). Version 5 keeps a
 peer's earlier encryption certificates that are still valid (their late stanzas
-still prove their sender after a rotation).
+still prove their sender after a rotation). Version 6 keeps the ML-KEM-768 key
+issued with each of our encryption keys (the hybrid wrap).
 
 Times are stored as integer milliseconds since the epoch, UTC (sub-millisecond
 precision is truncated, like everywhere else in the protocol), and come back
@@ -186,12 +187,15 @@ _V5_PREVIOUS_ENCRYPTION_CERTIFICATES: Final = _sql(
     "ALTER TABLE peers ADD COLUMN previous_encryption_pem BLOB",
 )
 
+_V6_ML_KEM_KEYS: Final = _sql(*keys_sql.ADD_KEM)
+
 MIGRATIONS: list[Migration] = [
     _V1_INITIAL_SCHEMA,
     _V2_REPLAY_PER_SENDER,
     _V3_ENCRYPTION_CERTIFICATES,
     _V4_ENCRYPTION_KEY_HISTORY,
     _V5_PREVIOUS_ENCRYPTION_CERTIFICATES,
+    _V6_ML_KEM_KEYS,
 ]
 """``MIGRATIONS[n]`` migrates version ``n`` to ``n + 1``; the latest version is its length."""
 

@@ -18,7 +18,7 @@ from typing import Final
 
 from .base import OwnEncryptionKeyRecord
 
-__all__ = ["CREATE_TABLE", "checkpoint", "delete", "load", "save"]
+__all__ = ["ADD_KEM", "CREATE_TABLE", "checkpoint", "delete", "load", "save"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,19 @@ CREATE_TABLE: Final = """
     """
 
 
+ADD_KEM: Final = (
+    "ALTER TABLE encryption_keys ADD COLUMN kem_key_pem BLOB",
+    "ALTER TABLE encryption_keys ADD COLUMN kem_cert_pem BLOB",
+)
+"""Schema 5 to 6: the ML-KEM-768 key issued with each encryption key."""
+
+
 def load(
     conn: sqlite3.Connection, from_ms: Callable[[int], datetime]
 ) -> list[OwnEncryptionKeyRecord]:
     rows = conn.execute(
-        "SELECT fingerprint, identity_fingerprint, key_pem, cert_pem, issued_ms, retired_ms"
-        " FROM encryption_keys ORDER BY issued_ms, fingerprint"
+        "SELECT fingerprint, identity_fingerprint, key_pem, cert_pem, issued_ms, retired_ms,"
+        " kem_key_pem, kem_cert_pem FROM encryption_keys ORDER BY issued_ms, fingerprint"
     ).fetchall()
     return [
         OwnEncryptionKeyRecord(
@@ -49,8 +56,10 @@ def load(
             cert_pem=bytes(cert_pem),
             issued_at=from_ms(issued),
             retired_at=None if retired is None else from_ms(retired),
+            kem_key_pem=None if kem_key is None else bytes(kem_key),
+            kem_cert_pem=None if kem_cert is None else bytes(kem_cert),
         )
-        for fingerprint, identity, key_pem, cert_pem, issued, retired in rows
+        for fingerprint, identity, key_pem, cert_pem, issued, retired, kem_key, kem_cert in rows
     ]
 
 
@@ -64,10 +73,13 @@ def save(
         bytes(record.cert_pem),
         to_ms(record.issued_at),
         None if record.retired_at is None else to_ms(record.retired_at),
+        None if record.kem_key_pem is None else bytes(record.kem_key_pem),
+        None if record.kem_cert_pem is None else bytes(record.kem_cert_pem),
     )
     conn.execute(
         "INSERT OR REPLACE INTO encryption_keys (fingerprint, identity_fingerprint,"
-        " key_pem, cert_pem, issued_ms, retired_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        " key_pem, cert_pem, issued_ms, retired_ms, kem_key_pem, kem_cert_pem)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         params,
     )
 

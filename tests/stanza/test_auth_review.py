@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from auth_harness import cert_id, der, recipient_of, sender_of
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -517,15 +516,6 @@ class TestEncryptionCertificates(ReviewCase):
         assert cert_id(short).hex() not in wrapped
         assert self.bodies() == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="FINDING, left to issue 13 (rotation) (medium, availability; no attacker "
-        "needed): our encryption "
-        "certificate is valid 365 days and nothing rotates it; after that OwnDevice."
-        "certificate() raises CertificateError inside the 'out' filter "
-        "(Persistence.own_recipient): slixmpp logs it and drops the stanza, with no "
-        "objenc_encryption_failed event; contacts skip our expired <device/> item",
-    )
     def test_a_year_after_our_keys_were_made_sending_still_works_or_fails_loudly(self) -> None:
         self.pin_alice()
         self.now = NOW + timedelta(days=366)

@@ -154,6 +154,28 @@ class TestOutbound(ObjEncTestCase):
         assert outer.tag == "presence"
         assert b"in the orchard" in inner
 
+    def test_a_directed_presence_keeps_its_caps_outside(self) -> None:
+        """Prosody stops sending a contact our PEP notifications (our rotated keys)
+        after an available presence without XEP-0115 caps: the <c/> stays outside
+        (attributes only), the rest of the presence inside (PROTOCOL.md 3)."""
+        presence = self.xmpp.make_presence(pto="alice@example.org/phone", pstatus="secret")
+        caps = ET.SubElement(
+            presence.xml,
+            "{http://jabber.org/protocol/caps}c",
+            {
+                "hash": "sha-1",
+                "node": "https://slixmpp.example",
+                "ver": "QgayPKawpkPSDYmwT/WM94uA1u0=",
+            },
+        )
+        ET.SubElement(caps, "{urn:example}smuggled").text = "inner"
+        presence.send()
+        outer, inner = self.sent_to_alice()
+        [outside] = outer.findall("{http://jabber.org/protocol/caps}c")
+        assert dict(outside.attrib) == dict(caps.attrib) and len(outside) == 0
+        assert b"secret" in inner and b"smuggled" in inner
+        assert b"secret" not in ET.tostring(outer.find("{http://jabber.org/protocol/caps}c"))
+
     def test_aes256_when_configured(self) -> None:
         self.plugin.outbound.cipher = slixmpp_objenc.core.AES_256_CBC
         self.xmpp.send_message(mto="alice@example.org", mbody="x")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -43,6 +44,12 @@ def secrets_of(key: X25519PrivateKey) -> list[bytes]:
     raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     der = key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
     return [body, raw, der]
+
+
+def kem_secrets_of(key: MLKEM768PrivateKey) -> list[bytes]:
+    """An ML-KEM key's seed (64 bytes, what PKCS#8 holds) and its PEM body."""
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return [b"".join(pem.strip().splitlines()[1:-1]), key.private_bytes_raw()]
 
 
 def found(path: Path, secrets: list[bytes]) -> list[str]:
@@ -81,7 +88,13 @@ async def test_the_key_is_replaced_kept_then_destroyed(tmp_path: Path) -> None:
         first.encryption_fingerprint,
     ]
     assert outcome.next_check == T0 + 14 * DAY
-    old_secrets = secrets_of(first.encryption_key)
+    assert first.kem_key is not None and second.kem_key is not None  # the hybrid's key too
+    assert second.kem_fingerprint != first.kem_fingerprint
+    assert [s.kem_id for s in device.senders()] == [
+        bytes.fromhex(second.kem_fingerprint or ""),
+        bytes.fromhex(first.kem_fingerprint or ""),
+    ]
+    old_secrets = secrets_of(first.encryption_key) + kem_secrets_of(first.kem_key)
     assert found(path, old_secrets)  # the control: the search finds it (file or WAL)
 
     # a restart keeps both

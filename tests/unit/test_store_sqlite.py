@@ -449,7 +449,7 @@ async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
 
 
 async def test_fresh_file_is_at_the_latest_version(store: SQLiteStorage, db_path: Path) -> None:
-    assert len(MIGRATIONS) == 5
+    assert len(MIGRATIONS) == 6
     assert pragma(db_path, "user_version") == len(MIGRATIONS)
     assert pragma(db_path, "application_id") == APPLICATION_ID
     conn = raw(db_path)
@@ -1037,7 +1037,7 @@ async def test_a_version_2_store_migrates_and_keeps_everything(tmp_path: Path) -
     s = SQLiteStorage(path)
     await s.open()
     try:
-        assert pragma(path, "user_version") == len(MIGRATIONS) == 5
+        assert pragma(path, "user_version") == len(MIGRATIONS) == 6
         identities = await s.load_identities()
         peers = await s.load_peers()
         state = await s.load_replay_state()
@@ -1347,6 +1347,8 @@ async def test_migration_from_version_3_adds_the_key_table(
         "cert_pem",
         "issued_ms",
         "retired_ms",
+        "kem_key_pem",
+        "kem_cert_pem",
     ]
     assert integrity(db_path) == ["ok"]
     s = SQLiteStorage(db_path)

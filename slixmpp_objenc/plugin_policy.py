@@ -1,0 +1,88 @@
+"""The part of ``ObjEnc``'s public API that sets policy per contact and for our
+keys: legacy devices, required encryption, the post-quantum hybrid, a shared
+passphrase, rotation now. A mixin of :class:`~slixmpp_objenc.plugin.ObjEnc`
+(one class would exceed what a reader takes in at once); it uses only what
+``ObjEnc.plugin_init`` builds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slixmpp import JID
+
+if TYPE_CHECKING:
+    from .core.revocation import Revocation
+    from .glue.directory import KeyDirectory
+    from .glue.outbound import Outbound
+    from .glue.persistence import Persistence
+    from .glue.rotation import KeyRotation
+    from .keyring import Keyring
+    from .own_device import RotationOutcome
+    from .store import Storage
+
+__all__ = ["PolicyApi"]
+
+
+class PolicyApi:
+    """Per-contact policy and key rotation (mixed into ``ObjEnc``)."""
+
+    xmpp: Any
+    keyring: Keyring
+    storage: Storage
+    persistence: Persistence
+    outbound: Outbound
+    directory: KeyDirectory
+    rotation: KeyRotation
+
+    async def allow_legacy_devices(self, jid: JID | str, allowed: bool = True) -> None:
+        """Accept (and encrypt to) a JID's devices of the draft's profile although
+        it has an identity; their stanzas are delivered *unauthenticated*."""
+        key, value = self.keyring.allow_legacy_now(JID(jid).bare, allowed)
+        await self.storage.set_setting(key, value)
+
+    async def require_encryption(self, jid: JID | str, required: bool = True) -> None:
+        """Refuse plaintext to ``jid`` even before a certificate is known."""
+        await self.keyring.require_encryption(JID(jid).bare, required)
+
+    async def set_hybrid(self, jid: JID | str, on: bool | None = True) -> None:
+        """Seal stanzas to ``jid`` with the post-quantum hybrid (ML-KEM-768 with
+        X25519, PROTOCOL.md 13.11), or not (``False``), or as the account's
+        ``hybrid`` configuration says (``None``). With it on, devices without an
+        ML-KEM key are left out, and a contact with none is not written to."""
+        await self.persistence.conversations.set_hybrid(JID(jid).bare, on)
+
+    async def set_passphrase(self, jid: JID | str, passphrase: str | None) -> None:
+        """Share a second secret with ``jid``, agreed out of band (PROTOCOL.md 13.12):
+        stretched with scrypt (about 0.35 s), mixed into every wrap of the stanzas of
+        this conversation (which then use the hybrid), required on those received.
+        ``None`` clears it. A wrong one fails as any undecryptable stanza (event
+        reason ``passphrase``; the sender learns nothing more)."""
+        await self.persistence.conversations.set_passphrase(
+            self.xmpp.boundjid.bare, JID(jid).bare, passphrase
+        )
+        self.outbound.release_hold(JID(jid).bare)
+
+    async def revoke_device(self, fingerprint: str) -> Revocation:
+        """Revoke a lost or stolen device of our own account (its identity
+        fingerprint) for every contact (PROTOCOL.md 13.13): publish a revocation
+        signed by this device on our node, then treat it as removed (``revoked``
+        here, its items retracted). Contacts that trust this device for our
+        account stop encrypting to it at once (``objenc_device_revoked``).
+        :class:`~slixmpp_objenc.core.EncryptionError` for this device itself or a
+        fingerprint not held for our account."""
+        revocation = await self.directory.revocations.publish(fingerprint)
+        self.directory.remove(self.xmpp.boundjid.bare, fingerprint)
+        return revocation
+
+    async def set_device_label(self, label: str | None) -> None:
+        """Name this device for contacts ("laptop", "phone"; at most 32 printable
+        characters, PROTOCOL.md 13.14): written in a new encryption certificate
+        signed by our identity (a rotation, now) and published."""
+        self.keyring.device.label = label or None
+        await self.rotation.run()
+
+    async def rotate_keys(self) -> RotationOutcome | None:
+        """Rotate our encryption key now if it is due, destroy replaced keys past the
+        retention, publish (PROTOCOL.md 13.10; this also runs at start and on a timer)."""
+        return await self.rotation.run()
