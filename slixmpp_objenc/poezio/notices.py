@@ -15,6 +15,7 @@ from typing import Any, Final
 from ..events import (
     BadTimestampEvent,
     DecryptionFailedEvent,
+    DeviceRevokedEvent,
     DirectoryLimitEvent,
     EncryptionFailedEvent,
     ForeignEncryptionEvent,
@@ -57,6 +58,14 @@ _DECRYPTION_FAILED: Final = {
     "downgrade": (
         "was refused: it came without sender authentication from a contact whose "
         "devices prove who writes (a downgrade, or a legacy device of theirs)"
+    ),
+    "key-destroyed": (
+        "was sealed to one of our keys destroyed after its retention (forward "
+        "secrecy): it can never be read again"
+    ),
+    "passphrase": (
+        "could not be decrypted, and a passphrase is set for this contact: theirs may "
+        "differ, or they did not use it"
     ),
 }
 _STALE: Final = {
@@ -205,6 +214,16 @@ def directory_limit(event: DirectoryLimitEvent) -> Notice:
     return Notice(line, event.jid)
 
 
+def device_revoked(event: DeviceRevokedEvent) -> Notice:
+    name = f' ("{event.label}")' if event.label else ""
+    line = (
+        f"{PREFIX}{event.jid}'s device {short_fingerprint(event.fingerprint)}{name} was "
+        f"revoked by its device {short_fingerprint(event.revoker)} (lost or stolen): "
+        "nothing is encrypted to it any more, and nothing from it is shown"
+    )
+    return Notice(line, event.jid, warn=True)
+
+
 def publish_failed(event: PublishFailedEvent) -> Notice:
     detail = f": {event.text}" if event.text else ""
     line = (
@@ -230,6 +249,7 @@ EVENTS: Final[dict[str, Callable[[Any], Notice | None]]] = {
     "objenc_own_device_added": own_device_added,
     "objenc_directory_limit": directory_limit,
     "objenc_publish_failed": publish_failed,
+    "objenc_device_revoked": device_revoked,
 }
 """Every event shown as a notice (``objenc_sas`` is the plugin's: it keeps state)."""
 

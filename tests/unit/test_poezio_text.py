@@ -19,6 +19,7 @@ from slixmpp_objenc.core.trust import TrustState
 from slixmpp_objenc.events import (
     BadTimestampEvent,
     DecryptionFailedEvent,
+    DeviceRevokedEvent,
     EncryptionFailedEvent,
     ForeignEncryptionEvent,
     KeyChangedEvent,
@@ -173,8 +174,29 @@ def test_every_event_a_user_must_see_has_a_notice() -> None:
         "objenc_own_device_held",
         "objenc_foreign_encryption",
         "objenc_encryption_failed",
+        "objenc_device_revoked",
     }
     assert must <= set(notices.EVENTS)
+
+
+def test_labels_lost_devices_and_destroyed_keys_are_said_in_words() -> None:
+    """Issue 13: a label is the contact's word, quoted; a revoked device names its
+    revoker; a stanza sealed to a destroyed key says it can never be read."""
+    changed = notices.notice(
+        "objenc_key_changed", KeyChangedEvent(ROMEO, (FP_A,), FP_B, label="phone")
+    )
+    assert '(a device it calls "phone")' in changed.line
+    revoked = notices.notice(
+        "objenc_device_revoked",
+        DeviceRevokedEvent(ROMEO, FP_B, FP_A, datetime.now(UTC), label="phone"),
+    )
+    assert text.short_fingerprint(FP_B) in revoked.line and '("phone")' in revoked.line
+    assert text.short_fingerprint(FP_A) in revoked.line and revoked.jid == ROMEO
+    stanza = FakeStanza("message", **{"from": ROMEO, "to": ROMEO, "id": "x", "body": "hi"})
+    gone = notices.notice(
+        "objenc_decryption_failed", DecryptionFailedEvent(stanza, "key-destroyed")
+    )
+    assert "can never be read again" in gone.line
 
 
 def test_notices_say_what_happened_and_go_to_the_conversation() -> None:
@@ -238,6 +260,9 @@ def test_every_notice_renders_from_its_events_data() -> None:
         "found": 20,
         "maximum": 16,
         "error": RuntimeError("x"),
+        "issued_at": datetime.now(UTC),
+        "label": None,
+        "revoker": FP_A,
     }
     for name, build in notices.EVENTS.items():
         kind = next(iter(typing.get_type_hints(build).values()))
