@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slixmpp import JID
+from slixmpp.exceptions import IqError, IqTimeout
 
 if TYPE_CHECKING:
     from .core.revocation import Revocation
@@ -71,7 +72,12 @@ class PolicyApi:
         account stop encrypting to it at once (``objenc_device_revoked``).
         :class:`~slixmpp_objenc.core.EncryptionError` for this device itself or a
         fingerprint not held for our account."""
-        revocation = await self.directory.revocations.publish(fingerprint)
+        try:
+            revocation = await self.directory.revocations.publish(fingerprint)
+        except (IqError, IqTimeout):
+            # not published (contacts are not told), but the user's decision stands here
+            self.directory.remove(self.xmpp.boundjid.bare, fingerprint)
+            raise
         self.directory.remove(self.xmpp.boundjid.bare, fingerprint)
         return revocation
 

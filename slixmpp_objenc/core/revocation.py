@@ -138,12 +138,14 @@ class Revocation:
     @property
     def item_id(self) -> str:
         """The id of the node item that carries it."""
-        return revocation_item_id(self.revoked)
+        return revocation_item_id(self.revoked, self.revoker)
 
 
-def revocation_item_id(revoked: str) -> str:
-    """``revoke-{revoked id}``: the item publishing a revocation of ``revoked``."""
-    return ITEM_PREFIX + revoked
+def revocation_item_id(revoked: str, revoker: str) -> str:
+    """``revoke-{revoked id}-{revoker id}``: the item publishing ``revoker``'s
+    revocation of ``revoked`` (one per pair: two devices revoking one thief
+    publish two items, and contacts read both)."""
+    return f"{ITEM_PREFIX}{revoked}-{revoker}"
 
 
 def revocation_message(revoked: str, revoker: str, issued_at: datetime) -> bytes:

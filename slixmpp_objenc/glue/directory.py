@@ -323,8 +323,14 @@ class KeyDirectory:
             first_contact=first_contact,
             inherited=inherited,
         )
+        new = [s.fingerprint for s in result.sightings if s.fingerprint not in held]
+        barred = self.revocations.barred(bare, items) if new else set()
         for sighting in result.sightings:
             peer = publication.certificates[sighting.fingerprint]
+            if sighting.fingerprint in barred and sighting.fingerprint not in held:
+                # revoked before it was published: never pinned, never asked about
+                await self.keyring.observe(peer, source="pep", jid=bare, trust=TrustState.REVOKED)
+                continue
             if sighting.observation is Observation.VOUCHED:
                 rsa_fingerprint = publication.vouches[sighting.fingerprint][0]
                 await take_vouch(self.keyring, self._persistence, bare, rsa_fingerprint, peer)

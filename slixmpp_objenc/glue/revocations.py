@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection
 from datetime import datetime
@@ -37,10 +38,16 @@ __all__ = ["REVOCATION_PREFIX", "Revocations"]
 log = logging.getLogger(__name__)
 
 REVOCATION_PREFIX: Final = "revocation:"
-"""Setting per accepted revocation, ``revocation:{bare}:{revoked id}``: the
-revocation (JSON: revoker, issued, signature hex) and the revoked identity's
-trust state before it (the core's rule 6 reads that one)."""
+"""Setting per accepted revocation, ``revocation:{bare}:{revoked id}:{revoker id}``
+(one per pair: a device revoked by two keeps both, rule 6 needs them; the older
+``revocation:{bare}:{revoked id}`` is still read): the revocation (JSON:
+revoker, issued, signature hex) and the revoked identity's trust state before
+it (the core's rule 6 reads that one)."""
+MAX_PRE_REVOKED: Final = 64
+"""Revocations of identities not held kept per JID: beyond, new ones are not
+kept (they are decided again at each read while the node serves them)."""
 _REVOCATION_TAG: Final = qname(NS_OBJENC, "revocation")
+_HEX_ID: Final = re.compile("[0-9a-f]{64}")
 
 
 class Revocations:
@@ -59,15 +66,19 @@ class Revocations:
         self._persistence = persistence
         self._clock = clock
         self.timeout = timeout
-        self._accepted: dict[str, dict[str, tuple[Revocation, str, bool]]] = {}
-        """bare JID -> revoked id -> (the revocation, the trust state before it,
-        whether it was applied: once applied, the user's own decision stands)."""
+        self._accepted: dict[str, dict[tuple[str, str], tuple[Revocation, str, bool]]] = {}
+        """bare JID -> (revoked id, revoker id) -> (the revocation, the trust state
+        before it, whether it was applied: once applied, the user's own decision
+        stands)."""
 
     async def load(self) -> None:
         """Read the accepted revocations from the store."""
         stored = await self._persistence.storage.settings_with_prefix(REVOCATION_PREFIX)
         for key, value in stored.items():
             bare, _, revoked = key[len(REVOCATION_PREFIX) :].rpartition(":")
+            head, _, middle = bare.rpartition(":")
+            if _HEX_ID.fullmatch(middle) and head:  # {bare}:{revoked}:{revoker}
+                bare, revoked = head, middle
             try:
                 data = json.loads(value)
                 revocation = Revocation(
@@ -81,22 +92,22 @@ class Revocations:
             except (ValueError, KeyError, TypeError):
                 log.warning("objenc: unreadable stored revocation %r ignored", key)
                 continue
-            self._accepted.setdefault(bare, {})[revoked] = (revocation, before, applied)
+            pair = (revoked, revocation.revoker)
+            self._accepted.setdefault(bare, {})[pair] = (revocation, before, applied)
 
     def revoked_by(self, bare: str, fingerprint: str) -> Revocation | None:
         """The accepted revocation of ``fingerprint`` for ``bare``, if any."""
-        entry = self._accepted.get(bare, {}).get(fingerprint)
-        return entry[0] if entry is not None else None
+        found = [
+            r
+            for (revoked, _), (r, _b, _a) in self._accepted.get(bare, {}).items()
+            if revoked == fingerprint
+        ]
+        return min(found, key=lambda r: (r.issued_at, r.revoker)) if found else None
 
     async def read(self, bare: str, items: Collection[ET.Element]) -> None:
         """Take in the revocations among a node's items (after its certificates):
         accept what the rules accept, remember it, revoke the identities held."""
-        found = []
-        for item in items:
-            for element in item.findall(_REVOCATION_TAG):
-                revocation = parse_revocation(element)
-                if revocation is not None:
-                    found.append(revocation)
+        found = _found(items)
         accepted = self._accepted.get(bare, {})
         if not found and not accepted:
             return
@@ -116,22 +127,53 @@ class Revocations:
                     bare,
                     reason,
                 )
+        pre_revoked = sum(1 for r, _b, _a in accepted.values() if r.revoked not in held)
         for revocation in decision.accepted:
             before = held[revocation.revoked][1] if revocation.revoked in held else "unknown"
+            if before == TrustState.UNPUBLISHED.value:
+                before = TrustState.TOFU.value  # pinned, hidden by the server for now
+            elif before == "unknown" and not self._is_ours(bare, revocation.revoked):
+                if pre_revoked >= MAX_PRE_REVOKED:
+                    continue  # not kept: decided again at the next read
+                pre_revoked += 1
             self._remember(bare, revocation, before, applied=False)
-        for fingerprint, (revocation, before, applied) in list(self._accepted[bare].items()):
+        entries = sorted(
+            self._accepted.get(bare, {}).values(), key=lambda e: (e[0].issued_at, e[0].revoker)
+        )
+        done = {r.revoked for r, _before, applied in entries if applied}
+        for revocation, before, applied in entries:
+            fingerprint = revocation.revoked
             if applied:
                 continue  # applied once: a later decision of the user's stands
             record = self.keyring.record(bare, fingerprint)
             if record is not None:
                 if record.trust is not TrustState.REVOKED:
                     await self.keyring.set_trust(bare, fingerprint, TrustState.REVOKED)
-                self._report(bare, fingerprint, revocation)
-            elif self._is_ours(bare, fingerprint):
-                self._report(bare, fingerprint, revocation)
-            else:
+            elif not self._is_ours(bare, fingerprint):
                 continue  # not held yet: revoked as soon as it is published
+            if fingerprint not in done and before != TrustState.REVOKED.value:
+                self._report(bare, fingerprint, revocation)  # it is revoked now
+            done.add(fingerprint)
             self._remember(bare, revocation, before, applied=True)
+
+    def barred(self, bare: str, items: Collection[ET.Element]) -> set[str]:
+        """Identities that a kept revocation, or one among ``items`` accepted now,
+        revokes: one of them not held yet is recorded ``revoked`` as it appears
+        (never pinned, never asked about). Nothing is remembered here."""
+        found = _found(items)
+        accepted = self._accepted.get(bare, {})
+        if not found and not accepted:
+            return set()
+        decision = decide_revocations(
+            bare,
+            self._held(bare),
+            found,
+            remembered=[r for r, _before, _applied in accepted.values()],
+            now=self._clock(),
+        )
+        return {r.revoked for r, _b, _a in accepted.values()} | {
+            r.revoked for r in decision.accepted
+        }
 
     def _held(self, bare: str) -> dict[str, tuple[Ed25519PublicKey, str, Collection[str]]]:
         """The identities held for ``bare`` as the core reads them: key, trust state
@@ -149,7 +191,7 @@ class Revocations:
                 continue
             jids = {self.keyring.bare(j) or j for j in xmpp_addresses(certificate)}
             held[record.fingerprint] = (key, record.trust.value, jids)
-        for fingerprint, (_revocation, before, _applied) in accepted.items():
+        for (fingerprint, _revoker), (_revocation, before, _applied) in accepted.items():
             if fingerprint in held:
                 key, _trust, names = held[fingerprint]
                 held[fingerprint] = (key, before, names)
@@ -166,7 +208,8 @@ class Revocations:
         )
 
     def _remember(self, bare: str, revocation: Revocation, before: str, *, applied: bool) -> None:
-        self._accepted.setdefault(bare, {})[revocation.revoked] = (revocation, before, applied)
+        pair = (revocation.revoked, revocation.revoker)
+        self._accepted.setdefault(bare, {})[pair] = (revocation, before, applied)
         value = json.dumps(
             {
                 "revoker": revocation.revoker,
@@ -177,7 +220,8 @@ class Revocations:
             },
             sort_keys=True,
         )
-        self._persistence.set_setting(f"{REVOCATION_PREFIX}{bare}:{revocation.revoked}", value)
+        key = f"{REVOCATION_PREFIX}{bare}:{revocation.revoked}:{revocation.revoker}"
+        self._persistence.set_setting(key, value)
 
     def _report(self, bare: str, fingerprint: str, revocation: Revocation) -> None:
         log.warning(
@@ -223,3 +267,14 @@ class Revocations:
             log.warning("objenc: the revocation of %s was not published: %s", fingerprint, exc)
             raise
         return revocation
+
+
+def _found(items: Collection[ET.Element]) -> list[Revocation]:
+    """The well-formed revocations among a node's items."""
+    found = []
+    for item in items:
+        for element in item.findall(_REVOCATION_TAG):
+            revocation = parse_revocation(element)
+            if revocation is not None:
+                found.append(revocation)
+    return found

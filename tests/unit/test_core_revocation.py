@@ -116,7 +116,7 @@ def test_message_bytes_match_the_vector() -> None:
         VECTOR_REVOKED, VECTOR_REVOKER, VECTOR_ISSUED, bytes.fromhex(VECTOR_SIGNATURE)
     )
     assert verify_revocation(vector, key.public_key())
-    assert vector.item_id == "revoke-" + "11" * 32
+    assert vector.item_id == "revoke-" + "11" * 32 + "-" + "22" * 32
 
 
 @pytest.mark.parametrize(
