@@ -2,11 +2,13 @@
 
 Starts a private Prosody (``--server ejabberd``: ejabberd) on a loopback
 port, registers "juliet" and an echo bot "romeo" with no key configuration
-at all: each makes its RSA-3072 certificate on first start and publishes it
-to PEP; once they are contacts they find each other's certificates there. Then it runs an encrypted
-conversation, an encrypted iq and the 6-character verification. For every
-stanza it prints, side by side, what the server relayed and what the
-recipient read, and at the end searches the server's own stored data (MAM
+at all: each makes its keys on first start (an Ed25519 identity with X25519
+and ML-KEM-768 encryption keys, and an RSA-3072 certificate for peers of the
+draft's profile) and publishes them to PEP; once they are contacts they find
+each other's certificates there. Then it runs an encrypted conversation, an
+encrypted iq and the 6-character verification. For every stanza it prints,
+side by side, what the server relayed and what the recipient read, and at the
+end searches the server's own stored data (MAM
 archive, offline store) for the plaintext.
 
     tox -e demo        (or: ./dev demo)

@@ -150,6 +150,17 @@ def newer_encryption(held: bytes | None, published: PeerCertificate) -> bytes | 
         except CertificateError:
             before = None
         if before is not None and published.encryption.certificate.not_valid_before_utc <= before:
+            # the same certificate, now with its ML-KEM one (checked: issued with it by
+            # the identity), when the held copy lacked it (a stripped <kem/>): taken;
+            # an ML-KEM certificate held is never replaced
+            held_certificates = split_pem(held)
+            if (
+                len(held_certificates) == 1
+                and published.encryption.kem is not None
+                and held_certificates[0]
+                == published.encryption.certificate.public_bytes(serialization.Encoding.PEM)
+            ):
+                return published.encryption.pem()
             return held
     return published.encryption.pem()
 

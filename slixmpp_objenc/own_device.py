@@ -10,7 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from cryptography import x509
@@ -34,10 +34,13 @@ from .core.rotation import HeldEncryptionKey, RotationPolicy, plan_rotation
 from .core.timestamps import format_timestamp
 from .store import OwnEncryptionKeyRecord, OwnIdentityRecord, Storage
 
-__all__ = ["DESTROYED_PREFIX", "OwnDevice", "RotationOutcome"]
+__all__ = ["DESTROYED_PREFIX", "LABEL_SETTING", "OwnDevice", "RotationOutcome"]
 
 log = logging.getLogger(__name__)
 
+LABEL_SETTING: Final = "device-label"
+"""This device's label as last set with ``set_device_label`` (it wins over the
+``device_label`` configuration, which is the default until then)."""
 DESTROYED_PREFIX: Final = "destroyed-key:"
 """Setting per destroyed encryption key (its certificate fingerprint; the value is
 when): stanzas sealed to it are reported as such, not as undecryptable."""
@@ -118,6 +121,9 @@ class OwnDevice:
         current one becomes ours, replaced ones are kept for opening, destroyed ones
         are remembered by fingerprint. A store from before the history gets the key
         of its identity row as its first entry."""
+        stored_label = await self._storage.get_setting(LABEL_SETTING)
+        if stored_label is not None:
+            self.label = stored_label or None
         tombstones = await self._storage.settings_with_prefix(DESTROYED_PREFIX)
         self._destroyed = frozenset(k[len(DESTROYED_PREFIX) :] for k in tombstones)
         keys = self.keys
@@ -231,6 +237,12 @@ class OwnDevice:
         """Fingerprints of our encryption certificates whose private keys are destroyed."""
         return self._destroyed
 
+    async def set_label(self, label: str | None) -> None:
+        """Keep ``label`` as this device's (cleaned; it takes effect at the next
+        rotation: :meth:`rotate_now` makes one when the label changed)."""
+        self.label = clean_label(label)
+        await self._storage.set_setting(LABEL_SETTING, self.label or "")
+
     def relabelled(self) -> bool:
         """Whether our current certificate names another label than :attr:`label`."""
         keys = self.keys
@@ -238,7 +250,7 @@ class OwnDevice:
             self.label
         )
 
-    async def rotate_now(self) -> RotationOutcome | None:
+    async def rotate_now(self, *, force: bool = False) -> RotationOutcome | None:
         """Run the rotation decision once and carry it out: issue a new encryption key
         if it is due (the caller publishes it), mark the old one replaced, destroy
         keys replaced longer than the retention. ``None`` when there is nothing to
@@ -248,7 +260,8 @@ class OwnDevice:
             if keys is None or not self._history or not self.enabled:
                 return None
             now = self._clock()
-            plan = plan_rotation(self.held(), now, self.policy, replace_now=self.relabelled())
+            replace_now = force or self.relabelled()
+            plan = plan_rotation(self.held(), now, self.policy, replace_now=replace_now)
             rotated = None
             retired = {r.fingerprint: r for r in self._retired}
             if plan.rotate:
@@ -258,7 +271,7 @@ class OwnDevice:
                     keys.identity_key,
                     keys.identity_certificate,
                     key.public_key(),
-                    now=now,
+                    now=_after(keys.encryption_certificate, now),
                     valid_for=self.policy.validity,
                     label=self.label,
                 )
@@ -295,6 +308,7 @@ class OwnDevice:
                 self._destroyed |= {fingerprint}
             self._retired = tuple(sorted(retired.values(), key=lambda r: r.issued_at, reverse=True))
             self._certificate = None
+            self._senders = None  # it may hold a destroyed key
             return RotationOutcome(rotated, plan.retire, plan.destroy, plan.next_check)
 
     # -- what the rest of the plugin reads ---------------------------------------
@@ -394,6 +408,17 @@ def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey | MLKEM768PrivateKey)
 
 def _certificate_pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _after(previous: x509.Certificate, now: datetime) -> datetime:
+    """The issuance time for the certificate replacing ``previous``: ``now``, but so
+    that its ``notBefore`` (whole seconds) is later than ``previous``'s. Contacts
+    take a published certificate only if it is newer (PROTOCOL.md 13.10): two
+    issued in one second would leave them on the old one."""
+    earliest = previous.not_valid_before_utc + timedelta(seconds=1) + BACKDATE
+    if earliest - now > timedelta(minutes=1):
+        return now  # the previous one is dated ahead (the clock went back): valid now wins
+    return max(now, earliest)
 
 
 def _issued(certificate: x509.Certificate) -> datetime:

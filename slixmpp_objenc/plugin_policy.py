@@ -72,23 +72,35 @@ class PolicyApi:
         account stop encrypting to it at once (``objenc_device_revoked``).
         :class:`~slixmpp_objenc.core.EncryptionError` for this device itself or a
         fingerprint not held for our account."""
+        own = self.xmpp.boundjid.bare
+        face = self.directory.revocations.face(own, fingerprint)  # its RSA certificate
         try:
             revocation = await self.directory.revocations.publish(fingerprint)
         except (IqError, IqTimeout):
-            # not published (contacts are not told), but the user's decision stands here
-            self.directory.remove(self.xmpp.boundjid.bare, fingerprint)
+            await self._removed(own, fingerprint, face)  # not published: revoked here only
             raise
-        self.directory.remove(self.xmpp.boundjid.bare, fingerprint)
+        await self._removed(own, fingerprint, face)
         return revocation
 
+    async def _removed(self, own: str, fingerprint: str, face: str | None) -> None:
+        """A lost device of ours, revoked here and retracted from our node with its
+        RSA certificate (the same device's draft-profile face)."""
+        if face is not None:  # first: once the device item goes, it would look new
+            self.directory.remove(own, face)
+            await self.directory.retract_own(face)
+        self.directory.remove(own, fingerprint)
+
     async def set_device_label(self, label: str | None) -> None:
-        """Name this device for contacts ("laptop", "phone"; at most 32 printable
-        characters, PROTOCOL.md 13.14): written in a new encryption certificate
-        signed by our identity (a rotation, now) and published."""
-        self.keyring.device.label = label or None
+        """Name this device for contacts ("laptop", "phone"; cleaned to at most 32
+        printable characters, PROTOCOL.md 13.6): written in a new encryption
+        certificate signed by our identity (a rotation, now), published, and kept
+        (it wins over the ``device_label`` configuration from then on). ``None``:
+        no label."""
+        await self.keyring.device.set_label(label)
         await self.rotation.run()
 
-    async def rotate_keys(self) -> RotationOutcome | None:
-        """Rotate our encryption key now if it is due, destroy replaced keys past the
-        retention, publish (PROTOCOL.md 13.10; this also runs at start and on a timer)."""
-        return await self.rotation.run()
+    async def rotate_keys(self, *, force: bool = False) -> RotationOutcome | None:
+        """Replace our encryption key now if it is due (``force``: now, due or not:
+        a key you suspect), destroy replaced keys past the retention, publish
+        (PROTOCOL.md 13.10; this also runs at start and on a timer)."""
+        return await self.rotation.run(force=force)

@@ -268,6 +268,8 @@ LABEL_OID: Final = x509.ObjectIdentifier("2.5.4.13")
 (signed by the identity, so no server can change it; renewed at each rotation)."""
 MAX_LABEL: Final = 32
 """Characters of a device label, at most."""
+_LABEL_QUOTES: Final = frozenset("\"'`\\")
+"""Dropped from labels: shown quoted, a label must not close its own quotes."""
 
 
 def clean_label(label: str | None) -> str | None:
@@ -276,7 +278,9 @@ def clean_label(label: str | None) -> str | None:
     Applied when issuing and again when reading: a contact chooses its labels."""
     if not label or not isinstance(label, str):
         return None
-    text = "".join(c if c.isprintable() else " " for c in label[: MAX_LABEL * 4])
+    text = "".join(
+        c if c.isprintable() and c not in _LABEL_QUOTES else " " for c in label[: MAX_LABEL * 4]
+    )
     text = " ".join(text.split())[:MAX_LABEL].strip()
     return text or None
 

@@ -428,8 +428,11 @@ def _settle(
     new one the revoker that defeated it (``None``: accepted)."""
     everything = [*fixed, *new]
     status: list[bool | None] = [True] * len(fixed) + [None] * len(new)
-    attackers = [
-        [j for j, s in enumerate(everything) if s.revoked == r.revoker and s.revoker != r.revoked]
+    by_revoked: dict[str, list[int]] = {}
+    for j, s in enumerate(everything):
+        by_revoked.setdefault(s.revoked, []).append(j)
+    attackers = [  # indexed: linear, not quadratic, in what is kept
+        [j for j in by_revoked.get(r.revoker, ()) if everything[j].revoker != r.revoked]
         for r in everything
     ]
     changed = True

@@ -337,7 +337,9 @@ class KeyDirectory:
             await self.keyring.observe(peer, source="pep", jid=bare, trust=sighting.trust)
             self._report(bare, sighting.observation, sighting.trust, sighting.previous, peer)
         await self._withdrawn(bare, result)
-        await self.revocations.read(bare, items)
+        if first_contact:
+            await self.keyring.own_devices_known()  # before anything else can fail
+        await self.revocations.take(bare, items, publication.vouches)
         if result.over_limit:
             log.warning("objenc: %d new certificates of %s not recorded", result.over_limit, bare)
             self.xmpp.event(
@@ -346,8 +348,6 @@ class KeyDirectory:
                     bare, "certificates-held", len(held) + result.over_limit, MAX_HELD_PER_JID
                 ),
             )
-        if first_contact:
-            await self.keyring.own_devices_known()
         changed = self._changes.pop(bare, None)
         if changed is not None:
             changed.set()

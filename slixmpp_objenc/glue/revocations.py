@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -46,6 +46,8 @@ it (the core's rule 6 reads that one)."""
 MAX_PRE_REVOKED: Final = 64
 """Revocations of identities not held kept per JID: beyond, new ones are not
 kept (they are decided again at each read while the node serves them)."""
+MAX_FACES: Final = 64
+"""RSA faces (vouches) remembered per JID in memory."""
 _REVOCATION_TAG: Final = qname(NS_OBJENC, "revocation")
 _HEX_ID: Final = re.compile("[0-9a-f]{64}")
 
@@ -66,6 +68,11 @@ class Revocations:
         self._persistence = persistence
         self._clock = clock
         self.timeout = timeout
+        self._faces: dict[str, dict[str, str]] = {}
+        """bare JID -> identity id -> the RSA certificate it vouched for (the same
+        device's draft-profile face, §13.8), as its node last showed; bounded."""
+        self._stored_faces: dict[tuple[str, str], str] = {}
+        """(bare JID, revoked identity) -> its RSA face, kept with the revocation."""
         self._accepted: dict[str, dict[tuple[str, str], tuple[Revocation, str, bool]]] = {}
         """bare JID -> (revoked id, revoker id) -> (the revocation, the trust state
         before it, whether it was applied: once applied, the user's own decision
@@ -89,11 +96,25 @@ class Revocations:
                 )
                 before = str(data["before"])
                 applied = bool(data.get("applied", False))
+                face = data.get("face")
             except (ValueError, KeyError, TypeError):
                 log.warning("objenc: unreadable stored revocation %r ignored", key)
                 continue
             pair = (revoked, revocation.revoker)
             self._accepted.setdefault(bare, {})[pair] = (revocation, before, applied)
+            if isinstance(face, str) and _HEX_ID.fullmatch(face):
+                self._stored_faces[(bare, revoked)] = face
+
+    def face(self, bare: str, identity: str) -> str | None:
+        """The RSA certificate (fingerprint) ``identity`` vouched for, if known: the
+        same device's draft-profile face, revoked with it."""
+        return self._faces.get(bare, {}).get(identity) or self._stored_faces.get((bare, identity))
+
+    def _learn_faces(self, bare: str, vouches: Mapping[str, tuple[str, bytes]]) -> None:
+        faces = self._faces.setdefault(bare, {})
+        for identity, (rsa, _signature) in vouches.items():
+            if identity in faces or len(faces) < MAX_FACES:
+                faces[identity] = rsa
 
     def revoked_by(self, bare: str, fingerprint: str) -> Revocation | None:
         """The accepted revocation of ``fingerprint`` for ``bare``, if any."""
@@ -104,9 +125,30 @@ class Revocations:
         ]
         return min(found, key=lambda r: (r.issued_at, r.revoker)) if found else None
 
-    async def read(self, bare: str, items: Collection[ET.Element]) -> None:
+    async def take(
+        self,
+        bare: str,
+        items: Collection[ET.Element],
+        vouches: Mapping[str, tuple[str, bytes]] | None = None,
+    ) -> None:
+        """:meth:`read`, logging instead of raising: a node's junk must not stop the
+        rest of its reading (our own devices known, held stanzas released)."""
+        try:
+            await self.read(bare, items, vouches)
+        except Exception:
+            log.exception("objenc: reading the revocations on %s's node failed", bare)
+
+    async def read(
+        self,
+        bare: str,
+        items: Collection[ET.Element],
+        vouches: Mapping[str, tuple[str, bytes]] | None = None,
+    ) -> None:
         """Take in the revocations among a node's items (after its certificates):
-        accept what the rules accept, remember it, revoke the identities held."""
+        accept what the rules accept, remember it, revoke the identities held, and
+        the RSA certificates they vouched for (``vouches``: identity -> (RSA
+        fingerprint, signature), as the node's items carry them)."""
+        self._learn_faces(bare, vouches or {})
         found = _found(items)
         accepted = self._accepted.get(bare, {})
         if not found and not accepted:
@@ -151,6 +193,10 @@ class Revocations:
                     await self.keyring.set_trust(bare, fingerprint, TrustState.REVOKED)
             elif not self._is_ours(bare, fingerprint):
                 continue  # not held yet: revoked as soon as it is published
+            face = self.face(bare, fingerprint)
+            face_record = self.keyring.record(bare, face) if face is not None else None
+            if face_record is not None and face_record.trust is not TrustState.REVOKED:
+                await self.keyring.set_trust(bare, face_record.fingerprint, TrustState.REVOKED)
             if fingerprint not in done and before != TrustState.REVOKED.value:
                 self._report(bare, fingerprint, revocation)  # it is revoked now
             done.add(fingerprint)
@@ -171,9 +217,10 @@ class Revocations:
             remembered=[r for r, _before, _applied in accepted.values()],
             now=self._clock(),
         )
-        return {r.revoked for r, _b, _a in accepted.values()} | {
+        barred = {r.revoked for r, _b, _a in accepted.values()} | {
             r.revoked for r in decision.accepted
         }
+        return barred | {f for f in (self.face(bare, fp) for fp in barred) if f is not None}
 
     def _held(self, bare: str) -> dict[str, tuple[Ed25519PublicKey, str, Collection[str]]]:
         """The identities held for ``bare`` as the core reads them: key, trust state
@@ -217,6 +264,7 @@ class Revocations:
                 "signature": revocation.signature.hex(),
                 "before": before,
                 "applied": applied,
+                "face": self.face(bare, revocation.revoked),
             },
             sort_keys=True,
         )
@@ -247,10 +295,17 @@ class Revocations:
         keys = self.keyring.device.keys
         if keys is None:
             raise EncryptionError("revoking a device needs this device's identity")
+        if fingerprint == keys.fingerprint:
+            raise EncryptionError(
+                "this device cannot revoke itself: revoke it from another device of the account"
+            )
         own = self.xmpp.boundjid.bare
         record = self.keyring.record(own, fingerprint)
         if record is None or not is_identity(record.cert_pem):
-            raise EncryptionError(f"{fingerprint} is not a device of our account that we hold")
+            raise EncryptionError(
+                f"{fingerprint!r} is not a device of our account that we hold "
+                "(give its full identity fingerprint, 64 hex digits, as objenc peers shows it)"
+            )
         revocation = sign_revocation(
             keys.identity_key, keys.identity_certificate, fingerprint, self._clock()
         )

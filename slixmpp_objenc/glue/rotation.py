@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from ..core.errors import EncryptionError
 from ..core.rotation import RotationPolicy
 from ..events import KeyDestroyedEvent, KeyRotatedEvent
 from ..own_device import OwnDevice, RotationOutcome
@@ -46,9 +47,11 @@ def _duration(value: object, default: timedelta) -> timedelta:
         return default
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return timedelta(seconds=value)
-    raise TypeError(f"a duration is a timedelta or seconds, not {type(value).__name__}")
+    raise EncryptionError(
+        f"a duration is a timedelta or a number of seconds, not {type(value).__name__} {value!r}"
+    )
 
 
 class KeyRotation:
@@ -81,13 +84,13 @@ class KeyRotation:
             with contextlib.suppress(Exception):
                 await self.run(publish=False)
 
-    async def run(self, *, publish: bool = True) -> RotationOutcome | None:
-        """Decide and carry out the rotation now; publish a new certificate if one
-        was issued and a session is up; emit ``objenc_key_rotated`` and
-        ``objenc_key_destroyed``; schedule the next run. ``None`` if there is
-        nothing to rotate (no keys of the authenticated profile)."""
+    async def run(self, *, publish: bool = True, force: bool = False) -> RotationOutcome | None:
+        """Decide and carry out the rotation now (``force``: a new key, due or not);
+        publish a new certificate if one was issued and a session is up; emit
+        ``objenc_key_rotated`` and ``objenc_key_destroyed``; schedule the next run.
+        ``None`` if there is nothing to rotate (no keys of the authenticated profile)."""
         try:
-            outcome = await self._device.rotate_now()
+            outcome = await self._device.rotate_now(force=force)
         except Exception:
             log.exception("objenc: rotating our encryption key failed; trying again later")
             self._schedule_in(MAX_WAIT)

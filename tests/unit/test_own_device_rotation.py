@@ -212,3 +212,48 @@ async def test_a_store_without_history_does_not_rotate(caplog: pytest.LogCapture
     assert await keyring.device.rotate_now() is None
     assert keyring.device.keys is keys
     assert "not rotated" in caplog.text
+
+
+async def test_two_rotations_in_one_second_give_a_newer_certificate() -> None:
+    """A contact takes a published certificate only if its notBefore is later
+    (rollback protection): two rotations within one second (a label changed twice,
+    a forced rotation) must still give each a later notBefore, or the contact
+    stays on a key we no longer seal with (found by a newcomer: 5 runs in 11)."""
+    from slixmpp_objenc.core.devices import validate_device
+    from slixmpp_objenc.held_certificates import newer_encryption
+
+    clock = Clock()
+    keyring = await started(MemoryStorage(), clock)
+    device = keyring.device
+    seen = [device.keys]
+    for _ in range(3):
+        outcome = await device.rotate_now(force=True)  # the clock does not move
+        assert outcome is not None and outcome.rotated is not None
+        seen.append(device.keys)
+    before = [k.encryption_certificate.not_valid_before_utc for k in seen if k is not None]
+    assert before == sorted(before) and len(set(before)) == len(before)
+    held = seen[0].encryption_certificate.public_bytes(Encoding.PEM) if seen[0] else None
+    for keys in seen[1:]:
+        assert keys is not None
+        published = validate_device(
+            keys.identity_certificate,
+            encryption=keys.encryption_certificate,
+            now=clock.now + timedelta(seconds=5),
+        )
+        held = newer_encryption(held, published)
+        assert published.encryption is not None and held == published.encryption.pem()
+
+
+async def test_a_label_set_by_the_application_survives_a_restart() -> None:
+    clock = Clock()
+    storage = MemoryStorage()
+    keyring = await started(storage, clock)
+    await keyring.device.set_label("phone")
+    outcome = await keyring.device.rotate_now()
+    assert outcome is not None and outcome.rotated is not None
+    restarted = Keyring(storage, clock)
+    restarted.device.label = "from the configuration"
+    await restarted.load()
+    assert restarted.device.label == "phone"  # the application's choice wins
+    outcome = await restarted.device.rotate_now()
+    assert outcome is not None and outcome.rotated is None  # no rotation at each start
