@@ -15,7 +15,7 @@ from typing import Any
 
 from slixmpp import ClientXMPP
 
-from . import objenc_bench, openpgp_bench, profiling, prosody_bench, report
+from . import hybrid_bench, objenc_bench, openpgp_bench, profiling, prosody_bench, report
 from .common import (
     ALICE_FULL,
     HEADLINE_SIZE,
@@ -27,7 +27,7 @@ from .common import (
     other_cpu_busy,
 )
 
-SECTIONS = ("objenc", "omemo", "openpgp", "prosody")
+SECTIONS = ("objenc", "hybrid", "omemo", "openpgp", "prosody")
 PLUGIN_TARGET = 1.3
 THROUGHPUT_TARGET = 0.8
 AUTH_VS_RSA_TARGET = 2.0
@@ -80,6 +80,17 @@ async def run(args: argparse.Namespace) -> int:
         wire += objenc.wire
         extra["inner_stanza_bytes"] = objenc.inner_sizes
         section_times["objenc"] = time.perf_counter() - mark
+
+    if "hybrid" not in args.skip:
+        mark = time.perf_counter()
+        log("objenc: post-quantum hybrid, key rotation ...")
+        # after the objenc section: its authenticated-profile rows are the reference
+        hybrid = await hybrid_bench.run(settings, identities, client, rows, log)
+        rows += hybrid.rows
+        wire += hybrid.wire
+        extra["hybrid_vs_auth"] = hybrid.paired
+        extra["rotation"] = hybrid.rotation
+        section_times["hybrid"] = time.perf_counter() - mark
 
     if "omemo" not in args.skip:
         mark = time.perf_counter()

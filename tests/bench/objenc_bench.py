@@ -281,6 +281,10 @@ class PluginPair:
             sqlite_dir / "b" if sqlite_dir else None,
             authenticated=authenticated,
         )
+        # contacts, as in real use: a mutual presence subscription (without one, each
+        # stanza would carry an introduction of the sender's certificates, PROTOCOL.md 13.7)
+        alice.client_roster.add(BOB, afrom=True, ato=True)
+        bob.client_roster.add(ALICE, afrom=True, ato=True)
         pair = cls(alice, bob)
         await pair.a.ready()
         await pair.b.ready()

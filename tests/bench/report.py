@@ -224,7 +224,9 @@ def evaluate_targets(r: Results) -> list[dict[str, Any]]:
                     "met": mine > other,
                 }
             )
-    return out + auth_targets(r)
+    from .hybrid_report import hybrid_targets  # it imports this module's helpers
+
+    return out + auth_targets(r) + hybrid_targets(r)
 
 
 def _unmeasured(target: str) -> dict[str, Any]:
@@ -1267,6 +1269,8 @@ def unavailable_section(r: Results) -> list[str]:
 
 
 def markdown(r: Results) -> str:
+    from .hybrid_report import hybrid_section  # it imports this module's helpers
+
     mode = "QUICK smoke run: noisy numbers" if r.quick else "full run"
     times = ", ".join(f"{k} {v:.0f} s" for k, v in r.section_times.items())
     lines = [
@@ -1283,6 +1287,7 @@ def markdown(r: Results) -> str:
         *targets_section(r),
         *per_stanza_section(r),
         *wire_section(r),
+        *hybrid_section(r),
         *prosody_section(r),
         *first_contact_section(r),
         *hotspots_section(r),
