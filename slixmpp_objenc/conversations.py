@@ -68,6 +68,8 @@ class ConversationSettings:
     def hybrid(self, jid: str) -> bool:
         """Whether stanzas to ``jid`` are sealed with the hybrid: a passphrase set,
         else the contact's switch, else the account's."""
+        if not self._second and not self._hybrid:
+            return self.default_hybrid  # the usual case: no per-contact choice, no work
         try:
             bare = self._bare(jid)
         except EncryptionError:
@@ -78,6 +80,8 @@ class ConversationSettings:
 
     def second(self, jid: str) -> bytes:
         """The stretched passphrase for the conversation with ``jid``, or ``b""``."""
+        if not self._second:
+            return b""
         try:
             return self._second.get(self._bare(jid), b"")
         except EncryptionError:

@@ -75,10 +75,15 @@ class CheckedCertificates:
                 return peer.encryption.public_key
         return None
 
-    def superseded_at(self, record: PeerRecord, encryption: str) -> datetime | None:
+    def superseded_at(self, record: PeerRecord, encryption: str, now: datetime) -> datetime | None:
         """When the earlier encryption certificate ``encryption`` was replaced: the
         ``notBefore`` of the one that followed it. ``None`` for the current one or
         one not held. A stanza it sealed must be dated before (PROTOCOL.md 13.10)."""
+        if not record.previous_encryption_pem:
+            return None  # nothing replaced: the usual case, no parsing per stanza
+        current = self.device(record, now)
+        if current and current.encryption and current.encryption.fingerprint == encryption:
+            return None  # its current key (cached): not replaced
         chain = split_pem(record.encryption_pem) + split_pem(record.previous_encryption_pem)
         for newer, pem in itertools.pairwise(chain):
             try:

@@ -281,7 +281,8 @@ class Keyring:
         if self.device.keys is not None and fingerprint == self.device.keys.fingerprint:
             return self.device.retired_at(encryption)
         record = self.record(jid, fingerprint)
-        return None if record is None else self._checked.superseded_at(record, encryption)
+        now = self._clock()
+        return None if record is None else self._checked.superseded_at(record, encryption, now)
 
     # -- peers -------------------------------------------------------------
 

@@ -66,6 +66,7 @@ from slixmpp_objenc.core import Identity, load_certificate, load_private_key
 from tests.bench.objenc_bench import Identities, PluginPair
 print("MARK" + slixmpp_objenc.__file__, file=sys.stderr)
 keys, seconds = Path(sys.argv[1]), float(sys.argv[2])
+authenticated = sys.argv[3:4] == ["1"]
 bodies = json.loads((keys / "bodies.json").read_text())
 
 def load(name):
@@ -76,7 +77,7 @@ known = {"alice": load("alice"), "bobs": [load("bob")], "bob_2048": load("bob_20
 identities = Identities(**{f.name: known[f.name] for f in dataclasses.fields(Identities)})
 
 async def main():
-    pair = await PluginPair.create(identities)
+    pair = await PluginPair.create(identities, authenticated=authenticated)
     result = {}
     try:
         for label, body in bodies.items():
@@ -189,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         "--head", default=str(ROOT), help="directory or revision (default: %(default)s)"
     )
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument(
+        "--authenticated",
+        action="store_true",
+        help="the authenticated profile (Ed25519/X25519, HPKE Auth) instead of the RSA one",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per size")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
@@ -212,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         (keys / "bodies.json").write_text(json.dumps(bodies))
         for i in range(args.reps):
             for tree in (base, head) if i % 2 == 0 else (head, base):
-                result = json.loads(run_python(tree, WORKER, str(keys), str(args.seconds)))
+                result = json.loads(
+                    run_python(
+                        tree,
+                        WORKER,
+                        str(keys),
+                        str(args.seconds),
+                        "1" if args.authenticated else "0",
+                    )
+                )
                 for size in SIZES:
                     tree.runs.setdefault(size, []).append(result[size])
                 shown = ", ".join(f"{s} {result[s]:.1f}/s" for s in SIZES)
@@ -225,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "worktree", "prune"], cwd=ROOT)
 
     text = report(base, head, machine, args.reps, args.seconds)
+    if args.authenticated:
+        text = text.replace(
+            "(AES-128, RSA-3072, one Bob device)", "(authenticated profile, one Bob device)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "AB.md").write_text(text, encoding="utf-8")
     print(text)
