@@ -242,6 +242,8 @@ async def hybrid_pair(
     cipher = AES_128_CBC.name
     alice = _client(ALICE_FULL, identities.alice, cipher, None, authenticated=True)
     bob = _client(BOB_FULL, identities.bobs[0], cipher, None, authenticated=True)
+    alice.client_roster.add(BOB, afrom=True, ato=True)  # contacts: no introduction
+    bob.client_roster.add(ALICE, afrom=True, ato=True)
     pair = PluginPair(alice, bob)
     await pair.a.ready()
     await pair.b.ready()
