@@ -15,7 +15,15 @@ from typing import Any
 
 from slixmpp import ClientXMPP
 
-from . import hybrid_bench, objenc_bench, openpgp_bench, profiling, prosody_bench, report
+from . import (
+    hybrid_bench,
+    objects_bench,
+    objenc_bench,
+    openpgp_bench,
+    profiling,
+    prosody_bench,
+    report,
+)
 from .common import (
     ALICE_FULL,
     HEADLINE_SIZE,
@@ -27,7 +35,7 @@ from .common import (
     other_cpu_busy,
 )
 
-SECTIONS = ("objenc", "hybrid", "omemo", "openpgp", "prosody")
+SECTIONS = ("objenc", "hybrid", "objects", "omemo", "openpgp", "prosody")
 PLUGIN_TARGET = 1.3
 THROUGHPUT_TARGET = 0.8
 AUTH_VS_RSA_TARGET = 2.0
@@ -91,6 +99,17 @@ async def run(args: argparse.Namespace) -> int:
         extra["hybrid_vs_auth"] = hybrid.paired
         extra["rotation"] = hybrid.rotation
         section_times["hybrid"] = time.perf_counter() - mark
+
+    if "objects" not in args.skip:
+        mark = time.perf_counter()
+        log("objects outside XMPP: seal + open streamed in a child process ...")
+        try:
+            extra["objects"] = objects_bench.run(args.quick, log)
+        except Exception as exc:  # reported, not dropped: the target shows "not measured"
+            traceback.print_exc()
+            reason = f"{type(exc).__name__}: {exc}"
+            unavailable.append(Unavailable("objects outside XMPP (issue 14)", reason))
+        section_times["objects"] = time.perf_counter() - mark
 
     if "omemo" not in args.skip:
         mark = time.perf_counter()

@@ -225,8 +225,9 @@ def evaluate_targets(r: Results) -> list[dict[str, Any]]:
                 }
             )
     from .hybrid_report import hybrid_targets  # it imports this module's helpers
+    from .objects_report import objects_targets  # likewise
 
-    return out + auth_targets(r) + hybrid_targets(r)
+    return out + auth_targets(r) + hybrid_targets(r) + objects_targets(r)
 
 
 def _unmeasured(target: str) -> dict[str, Any]:
@@ -1270,6 +1271,7 @@ def unavailable_section(r: Results) -> list[str]:
 
 def markdown(r: Results) -> str:
     from .hybrid_report import hybrid_section  # it imports this module's helpers
+    from .objects_report import objects_section  # likewise
 
     mode = "QUICK smoke run: noisy numbers" if r.quick else "full run"
     times = ", ".join(f"{k} {v:.0f} s" for k, v in r.section_times.items())
@@ -1288,6 +1290,7 @@ def markdown(r: Results) -> str:
         *per_stanza_section(r),
         *wire_section(r),
         *hybrid_section(r),
+        *objects_section(r),
         *prosody_section(r),
         *first_contact_section(r),
         *hotspots_section(r),
