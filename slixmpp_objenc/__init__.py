@@ -33,6 +33,13 @@ from .events import (
     PeerRejectedEvent,
     UnsupportedEvent,
 )
+from .objects import (
+    OpenedObject,
+    SealedObject,
+    open_object,
+    open_object_to_path,
+    seal_object,
+)
 from .plugin import ObjEnc
 from .stanza import E2E, BadTimestamp, Data, DecryptionFailed, Key, Plain
 
@@ -55,14 +62,19 @@ __all__ = [
     "Key",
     "ObjEnc",
     "ObjEncError",
+    "OpenedObject",
     "PeerCertificate",
     "PeerRejectedEvent",
     "Plain",
     "Publication",
     "PublicationStatus",
+    "SealedObject",
     "StaleStanza",
     "UnsupportedEvent",
     "generate_identity",
     "objenc",
+    "open_object",
+    "open_object_to_path",
+    "seal_object",
 ]
 __version__ = "0.1.0"

@@ -531,6 +531,9 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mark it verified (you compared the full fingerprint) instead of tofu",
     )
+    from .cli_objects import add_object_commands  # here: that module imports this one
+
+    add_object_commands(add)  # seal, open
     return parser
 
 
