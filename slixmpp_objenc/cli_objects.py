@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import shutil
 import sqlite3
 import sys
@@ -160,18 +161,28 @@ async def _open_now(account: Account, args: argparse.Namespace) -> int:
         with _input(args.file) as source:
             if not _stdout(args.output):
                 opened = await open_object_to_path(keyring, source, args.output)
-            else:
-                with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-                    opened = await open_object(keyring, source, out=spool)
-                    spool.seek(0)
-                    sys.stdout.flush()
+                _tell(opened)
+                return 0
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+                opened = await open_object(keyring, source, out=spool)
+                _tell(opened)  # before the plaintext: never glued to its last line
+                spool.seek(0)
+                try:
                     shutil.copyfileobj(spool, sys.stdout.buffer, _COPY)
                     sys.stdout.buffer.flush()
-        for line in describe(opened):
-            print(line, file=sys.stderr)
+                except BrokenPipeError:  # `objenc open | head`: the reader had enough
+                    with contextlib.suppress(OSError):
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
     return await _with_keyring(account, action)
+
+
+def _tell(opened: OpenedObject) -> None:
+    """Who wrote it, on standard error, before any plaintext goes out."""
+    for line in describe(opened):
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def describe(opened: OpenedObject) -> list[str]:

@@ -33,16 +33,13 @@ thread. Plaintext is complete and the sender's only once opening returned:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from pathlib import Path
 from typing import IO, Final, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -67,6 +64,8 @@ from .core.opening import SUPERSEDED_SLACK
 from .core.timestamps import utcnow
 from .held_certificates import encryption_valid, newer_encryption
 from .keyring import Keyring
+from .objects_io import ObjectSource, atomic_output
+from .objects_io import pieces as read_pieces
 from .store import PeerRecord, TrustState
 
 __all__ = [
@@ -82,9 +81,6 @@ __all__ = [
     "seal_object",
 ]
 
-ObjectSource = IO[bytes] | IO[str] | bytes | bytearray | memoryview | str | Iterable[bytes]
-"""What is sealed or opened: a file (binary or text) read in pieces, bytes or
-text already in memory (text is UTF-8), or pieces of bytes."""
 PIECE: Final = 256 * 1024
 """Bytes read from a file at once."""
 LONGEST_LINE: Final = 4096
@@ -177,6 +173,8 @@ def plan_object(
     own_bare, mine = _bare(keyring, sender_jid), keyring.device.certificate()
     if mine is not None and own_bare not in mine.jids:
         raise EncryptionError(f"this store's device is not one of {own_bare}")
+    if isinstance(recipients, str):
+        raise EncryptionError("recipients is a list of JIDs, not one JID as a string")
     jids = list(dict.fromkeys(_bare(keyring, jid) for jid in recipients))
     if not jids:
         raise EncryptionError("no recipient: name at least one JID")
@@ -361,7 +359,7 @@ async def seal_object(
                 keys.encryption_certificate.public_bytes(Encoding.DER),
             )
     stream = seal_object_stream(
-        _pieces(source, max(chunk_size, PIECE)),
+        read_pieces(source, max(chunk_size, PIECE)),
         plan.targets,
         sender=sender,
         hybrid=plan.profile == HYBRID_PROFILE,
@@ -409,24 +407,6 @@ async def _pump(pieces: Iterator[_T], write: Callable[[_T], _R]) -> list[_R]:
         stop.set()
 
 
-def _pieces(source: ObjectSource, size: int) -> Iterator[bytes]:
-    """``source`` as pieces of bytes, read ``size`` at a time from a file."""
-    if isinstance(source, str):
-        source = source.encode("utf-8")
-    if isinstance(source, bytes | bytearray | memoryview):
-        view = memoryview(source).cast("B")
-        for start in range(0, len(view), size):
-            yield bytes(view[start : start + size])
-        return
-    read = getattr(source, "read", None)
-    if callable(read):
-        while piece := read(size):
-            yield piece.encode("utf-8") if isinstance(piece, str) else bytes(piece)
-        return
-    for piece in source:
-        yield piece.encode("utf-8") if isinstance(piece, str) else piece
-
-
 # -- opening ------------------------------------------------------------------------
 
 
@@ -461,29 +441,10 @@ async def open_object_to_path(
         return await open_object(keyring, source, out=out)
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """A binary file that becomes ``path`` (mode 0600) only if the block ends
-    without an exception: a temporary file in the same directory, flushed to
-    disk and renamed over ``path``; deleted on any exception."""
-    target = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def _object_bytes(source: ObjectSource) -> Iterator[bytes]:
     """The object's bytes: as they are if they start as a binary object does,
     else from its armor (lines before ``BEGIN`` skipped)."""
-    pieces = _pieces(source, PIECE)
+    pieces = read_pieces(source, PIECE)
     head = b""
     for piece in pieces:
         head += piece

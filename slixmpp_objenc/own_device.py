@@ -490,31 +490,47 @@ def _kem_pair(
 
 
 def _history_record(keys: DeviceKeys, issued_at: datetime) -> OwnEncryptionKeyRecord:
-    return OwnEncryptionKeyRecord(
-        fingerprint=keys.encryption_fingerprint,
-        identity_fingerprint=keys.fingerprint,
-        key_pem=_private_pem(keys.encryption_key),
-        cert_pem=_certificate_pem(keys.encryption_certificate),
-        issued_at=issued_at,
-        kem_key_pem=None if keys.kem_key is None else _private_pem(keys.kem_key),
-        kem_cert_pem=None
-        if keys.kem_certificate is None
-        else _certificate_pem(keys.kem_certificate),
+    return _key_record(
+        keys.fingerprint,
+        keys.encryption_key,
+        keys.encryption_certificate,
+        keys.kem_key,
+        keys.kem_certificate,
+        issued_at,
     )
 
 
 def _retired_record(held: _Retired, keys: DeviceKeys) -> OwnEncryptionKeyRecord:
+    return _key_record(
+        keys.fingerprint,
+        held.key,
+        held.certificate,
+        held.kem_key,
+        held.kem_certificate,
+        held.issued_at,
+        held.retired_at,
+    )
+
+
+def _key_record(
+    identity: str,
+    key: X25519PrivateKey,
+    certificate: x509.Certificate,
+    kem_key: MLKEM768PrivateKey | None,
+    kem_certificate: x509.Certificate | None,
+    issued_at: datetime,
+    retired_at: datetime | None = None,
+) -> OwnEncryptionKeyRecord:
+    """One of our encryption keys (with its ML-KEM key) as the store keeps it."""
     return OwnEncryptionKeyRecord(
-        fingerprint=held.fingerprint,
-        identity_fingerprint=keys.fingerprint,
-        key_pem=_private_pem(held.key),
-        cert_pem=_certificate_pem(held.certificate),
-        issued_at=held.issued_at,
-        retired_at=held.retired_at,
-        kem_key_pem=None if held.kem_key is None else _private_pem(held.kem_key),
-        kem_cert_pem=None
-        if held.kem_certificate is None
-        else _certificate_pem(held.kem_certificate),
+        fingerprint=hashlib.sha256(_der(certificate)).hexdigest(),
+        identity_fingerprint=identity,
+        key_pem=_private_pem(key),
+        cert_pem=_certificate_pem(certificate),
+        issued_at=issued_at,
+        retired_at=retired_at,
+        kem_key_pem=None if kem_key is None else _private_pem(kem_key),
+        kem_cert_pem=None if kem_certificate is None else _certificate_pem(kem_certificate),
     )
 
 

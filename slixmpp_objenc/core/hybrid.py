@@ -48,7 +48,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -62,20 +62,19 @@ from .authenticated import CONTENT_KEY_SIZE, WRAP_SUITE, _ids
 from .certificates import (
     Normalizer,
     canonical_jid,
-    check_validity,
     checked_addresses,
     normalize_bare_jid,
 )
-from .errors import CertificateError, EncryptionError, InvalidEnvelope
+from .errors import EncryptionError, InvalidEnvelope
 from .hpke import open_auth, seal_auth
 from .identities import (
-    _BACKDATE,
+    BACKDATE,
     ENCRYPTION_VALIDITY,
     PeerIdentity,
     _builder,
-    _loaded,
+    _key_usage,
     _name,
-    _no_unknown_critical,
+    check_issued,
 )
 from .timestamps import utcnow
 
@@ -140,18 +139,8 @@ def issue_kem_certificate(
     identity key, naming the identity's JID, ``cA=FALSE``, ``keyUsage
     keyEncipherment`` only (draft-ietf-lamps-kyber-certificates)."""
     [bare] = sorted(checked_addresses(identity_certificate, lambda j: j))
-    start = (now or utcnow()) - _BACKDATE
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=True,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    start = (now or utcnow()) - BACKDATE
+    usage = _key_usage(key_encipherment=True)
     return (
         _builder(bare, _name(bare), identity_certificate.subject, start, start + valid_for)
         .public_key(public_key)
@@ -173,18 +162,8 @@ def validate_kem_certificate(
     validity, no unknown critical extension, an ML-KEM-768 key, ``keyUsage``
     exactly ``keyEncipherment``, not a CA, signed by the identity key.
     :class:`CertificateError` with the reason for anything else."""
-    try:
-        certificate = _loaded(certificate)
-        jids = checked_addresses(certificate, normalize)
-        if not jids <= identity.jids:
-            raise CertificateError("ML-KEM certificate names a JID its identity does not")
-        check_validity(certificate, now or utcnow())
-        _no_unknown_critical(certificate)
-        public_key = certificate.public_key()
-        if not isinstance(public_key, MLKEM768PublicKey):
-            raise CertificateError("ML-KEM certificate key is not ML-KEM-768")
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+
+    def key_encipherment_only(usage: x509.KeyUsage) -> bool:
         others = (
             usage.digital_signature,
             usage.content_commitment,
@@ -193,17 +172,20 @@ def validate_kem_certificate(
             usage.key_cert_sign,
             usage.crl_sign,
         )
-        if constraints.value.ca or not usage.key_encipherment or any(others):
-            raise CertificateError("ML-KEM certificate is not for key encipherment only")
-        try:
-            certificate.verify_directly_issued_by(identity.certificate)
-        except Exception as exc:
-            raise CertificateError("ML-KEM certificate is not signed by the identity") from exc
-    except CertificateError:
-        raise
-    except Exception as exc:  # any parsing failure of cryptography, a missing extension
-        raise CertificateError(f"unusable certificate: {type(exc).__name__}: {exc}") from exc
-    return public_key
+        return usage.key_encipherment and not any(others)
+
+    key = check_issued(
+        certificate,
+        identity,
+        what="ML-KEM certificate",
+        key_type=MLKEM768PublicKey,
+        key_name="ML-KEM-768",
+        usage=key_encipherment_only,
+        usage_name="key encipherment",
+        now=now,
+        normalize=normalize,
+    )
+    return cast(MLKEM768PublicKey, key)  # checked there
 
 
 # -- the PSK ------------------------------------------------------------------------

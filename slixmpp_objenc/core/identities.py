@@ -20,9 +20,10 @@ input (``cryptography`` parses and verifies; nothing here parses DER).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -226,31 +227,68 @@ def validate_encryption_certificate(
     verify), naming only JIDs the identity names, within its validity, no
     unknown critical extension, an X25519 key (not a small-order point) for
     key agreement only, not a CA."""
+
+    def key_agreement_only(usage: x509.KeyUsage) -> bool:
+        return usage.key_agreement and not usage.key_cert_sign
+
+    key = check_issued(  # an X25519PublicKey: checked there
+        certificate,
+        identity,
+        what="encryption certificate",
+        key_type=X25519PublicKey,
+        key_name="X25519",
+        usage=key_agreement_only,
+        usage_name="key agreement",
+        now=now,
+        normalize=normalize,
+    )
+    x25519 = cast(X25519PublicKey, key)
+    try:  # a small-order point gives an all-zero shared secret (RFC 7748 section 6.1)
+        X25519PrivateKey.generate().exchange(x25519)
+    except ValueError:
+        raise CertificateError("encryption certificate key is a small-order point") from None
+    return x25519
+
+
+def check_issued(
+    certificate: x509.Certificate | bytes,
+    identity: PeerIdentity,
+    *,
+    what: str,
+    key_type: type,
+    key_name: str,
+    usage: Callable[[x509.KeyUsage], bool],
+    usage_name: str,
+    now: datetime | None = None,
+    normalize: Normalizer = normalize_bare_jid,
+) -> object:
+    """The key of a certificate ``identity`` issued (an encryption or ML-KEM one):
+    at most :data:`MAX_CERTIFICATE_SIZE`, naming only JIDs the identity names,
+    within its validity, no unknown critical extension, a ``key_type`` key,
+    ``usage`` accepting its ``keyUsage``, not a CA, signed by the identity key.
+    :class:`CertificateError` with the reason (``what`` names the certificate).
+    The key returned is a ``key_type`` instance (checked)."""
     try:
         certificate = _loaded(certificate)
         jids = checked_addresses(certificate, normalize)
         if not jids <= identity.jids:
-            raise CertificateError("encryption certificate names a JID its identity does not")
+            raise CertificateError(f"{what} names a JID its identity does not")
         check_validity(certificate, now or utcnow())
         _no_unknown_critical(certificate)
         public_key = certificate.public_key()
-        if not isinstance(public_key, X25519PublicKey):
-            raise CertificateError("encryption certificate key is not X25519")
-        try:  # a small-order point gives an all-zero shared secret (RFC 7748 section 6.1)
-            X25519PrivateKey.generate().exchange(public_key)
-        except ValueError:
-            raise CertificateError("encryption certificate key is a small-order point") from None
+        if not isinstance(public_key, key_type):
+            raise CertificateError(f"{what} key is not {key_name}")
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
-        if constraints.value.ca or not usage.value.key_agreement or usage.value.key_cert_sign:
-            raise CertificateError("encryption certificate is not for key agreement only")
+        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
+        if constraints.value.ca or not usage(key_usage.value):
+            raise CertificateError(f"{what} is not for {usage_name} only")
         try:
             certificate.verify_directly_issued_by(identity.certificate)
         except Exception as exc:
-            raise CertificateError("encryption certificate is not signed by the identity") from exc
+            raise CertificateError(f"{what} is not signed by the identity") from exc
     except CertificateError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # any parsing failure of cryptography, a missing extension
         raise CertificateError(f"unusable certificate: {type(exc).__name__}: {exc}") from exc
     return public_key
 
@@ -297,11 +335,13 @@ def _builder(
     )
 
 
-def _key_usage(*, cert_sign: bool = False, key_agreement: bool = False) -> x509.KeyUsage:
+def _key_usage(
+    *, cert_sign: bool = False, key_agreement: bool = False, key_encipherment: bool = False
+) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=False,
         content_commitment=False,
-        key_encipherment=False,
+        key_encipherment=key_encipherment,
         data_encipherment=False,
         key_agreement=key_agreement,
         key_cert_sign=cert_sign,

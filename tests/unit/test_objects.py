@@ -507,3 +507,23 @@ async def test_a_50_mib_file_streams_in_bounded_memory(stores: Stores, tmp_path:
     assert opened.size == size and sink.hash.digest() == expected.digest()
     assert sealed_path.stat().st_size > size * 4 // 3
     assert peak < 30 * MIB, f"peak {peak / MIB:.1f} MiB"
+
+
+async def test_a_path_is_a_file_and_a_string_of_jids_is_refused(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """Found by a newcomer: a path (``os.PathLike``) is read as the file it names,
+    a ``str`` source is text (not a path), and one JID given as a string instead
+    of a list is refused instead of read letter by letter."""
+    juliet, romeo = await pair(stores)
+    letter = tmp_path / "letter.bin"
+    letter.write_bytes(os.urandom(70_000))
+    out = io.BytesIO()
+    await seal_object(juliet.keyring, letter, [ROMEO], sender_jid=JULIET, out=out)
+    sealed = tmp_path / "letter.asc"
+    sealed.write_bytes(out.getvalue())
+    target = tmp_path / "opened.bin"
+    await open_object_to_path(romeo.keyring, sealed, target)
+    assert target.read_bytes() == letter.read_bytes()
+    with pytest.raises(EncryptionError, match="list of JIDs"):
+        await seal_object(juliet.keyring, b"x", ROMEO, sender_jid=JULIET, out=io.BytesIO())
