@@ -103,6 +103,16 @@ def add_object_commands(add: Add) -> None:
         metavar="FILE",
         help="default stdout; written atomically, only once the object opened",
     )
+    opening.add_argument(
+        "--legacy",
+        action="store_true",
+        help="also open the draft's profile (RSA): it proves no one wrote it",
+    )
+    opening.add_argument(
+        "--accept-untrusted",
+        action="store_true",
+        help="also open objects from a sender device that awaits your decision",
+    )
 
 
 async def _seal(account: Account, args: argparse.Namespace) -> int:
@@ -159,12 +169,13 @@ async def _seal_now(account: Account, args: argparse.Namespace) -> int:
 async def _open_now(account: Account, args: argparse.Namespace) -> int:
     async def action(keyring: Keyring) -> int:
         with _input(args.file) as source:
+            options = {"allow_legacy": args.legacy, "allow_untrusted": args.accept_untrusted}
             if not _stdout(args.output):
-                opened = await open_object_to_path(keyring, source, args.output)
+                opened = await open_object_to_path(keyring, source, args.output, **options)
                 _tell(opened)
                 return 0
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-                opened = await open_object(keyring, source, out=spool)
+                opened = await open_object(keyring, source, out=spool, hold_back=False, **options)
                 _tell(opened)  # before the plaintext: never glued to its last line
                 spool.seek(0)
                 try:

@@ -35,11 +35,12 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
 from typing import IO, Final, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -47,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .core import CertificateError, EncryptionError, PeerCertificate, Recipient, format_fingerprint
-from .core.armor import armor, dearmor
+from .core.armor import armor
 from .core.auth_envelope import MAX_WRAPS, AuthRecipient
 from .core.devices import validate_device
 from .core.objects import (
@@ -55,7 +56,6 @@ from .core.objects import (
     DEFAULT_CHUNK_SIZE,
     DRAFT_PROFILE,
     HYBRID_PROFILE,
-    OBJECT_MAGIC,
     ObjectHeader,
     open_object_stream,
     seal_object_stream,
@@ -64,7 +64,7 @@ from .core.opening import SUPERSEDED_SLACK
 from .core.timestamps import utcnow
 from .held_certificates import encryption_valid, newer_encryption
 from .keyring import Keyring
-from .objects_io import ObjectSource, atomic_output
+from .objects_io import ObjectSource, atomic_output, object_bytes
 from .objects_io import pieces as read_pieces
 from .store import PeerRecord, TrustState
 
@@ -81,10 +81,10 @@ __all__ = [
     "seal_object",
 ]
 
+HOLD_IN_MEMORY: Final = 8 * 1024 * 1024
+"""Plaintext held back in memory by :func:`open_object`, at most; beyond, on disk."""
 PIECE: Final = 256 * 1024
 """Bytes read from a file at once."""
-LONGEST_LINE: Final = 4096
-"""Text lines before an armored object's ``BEGIN`` are read in pieces this long."""
 _LEAST_TRUSTED_LAST: Final = ("verified", "tofu", "unpublished", "untrusted")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -410,71 +410,85 @@ async def _pump(pieces: Iterator[_T], write: Callable[[_T], _R]) -> list[_R]:
 # -- opening ------------------------------------------------------------------------
 
 
-async def open_object(keyring: Keyring, source: ObjectSource, *, out: IO[bytes]) -> OpenedObject:
+async def open_object(
+    keyring: Keyring,
+    source: ObjectSource,
+    *,
+    out: IO[bytes],
+    allow_legacy: bool = False,
+    allow_untrusted: bool = False,
+    hold_back: bool = True,
+) -> OpenedObject:
     """Open an object (armored or binary: told by its first bytes) sealed for
-    this store's device, write its plaintext to ``out`` as each chunk proves
-    itself, and say who wrote it. :class:`InvalidEnvelope`, the one opaque
-    error, for every object that does not open (not ours, tampered, cut
-    short, from a sender not held, revoked or not accepted...): **what was
-    written to ``out`` must then be thrown away** (:func:`open_object_to_path`
-    does). :class:`EncryptionError` when the store has no keys; I/O errors
-    of ``source`` and ``out`` pass through."""
+    this store's device, write its plaintext to ``out`` and say who wrote it.
+
+    Nothing reaches ``out`` until the whole object proved itself (held back in
+    memory, beyond 8 MiB in a deleted temporary file): ``hold_back=False``
+    streams each chunk as it opens, for callers that throw the output away on
+    failure themselves (:func:`open_object_to_path`, the command line).
+    :class:`InvalidEnvelope`, the one opaque error, for every object that does
+    not open (not ours, tampered, cut short, from a sender not held, revoked or
+    not accepted...). The draft's profile (RSA) proves no one wrote it: opened
+    only with ``allow_legacy``. A sender device held for a decision
+    (``untrusted``): :class:`EncryptionError` unless ``allow_untrusted``, as
+    sealing to it is refused. :class:`EncryptionError` when the store has no
+    keys; I/O errors of ``source`` and ``out`` pass through."""
     own, rsa_identities = keyring.device.senders(), keyring.identities
+    if not allow_legacy and own:  # the draft's profile: anyone could have written it
+        rsa_identities = []
     if not own and not rsa_identities:
         raise EncryptionError("no keys in this store to open an object with (run 'objenc keygen')")
     lookup = _SenderLookup(keyring)
     header, plaintext = open_object_stream(
-        _object_bytes(source), own=own, rsa_identities=rsa_identities, resolve_sender=lookup
+        object_bytes(source, PIECE), own=own, rsa_identities=rsa_identities, resolve_sender=lookup
     )
-    size = sum(await _pump(plaintext, _writer(out, text=False)))
-    return lookup.opened(header, size)
+    if not hold_back:
+        size = sum(await _pump(plaintext, _writer(out, text=False)))
+        return await _accepted(lookup, lookup.opened(header, size), allow_untrusted)
+    with tempfile.SpooledTemporaryFile(max_size=HOLD_IN_MEMORY) as held:
+        size = sum(await _pump(plaintext, _writer(held, text=False)))
+        opened = await _accepted(lookup, lookup.opened(header, size), allow_untrusted)
+        held.seek(0)
+        await asyncio.to_thread(shutil.copyfileobj, held, out, PIECE)
+    return opened
+
+
+async def _accepted(
+    lookup: _SenderLookup, opened: OpenedObject, allow_untrusted: bool
+) -> OpenedObject:
+    """The opened object, once its sender may speak; a newer encryption
+    certificate it introduced is kept (its predecessor then speaks only for
+    what is dated before it, as if read from the sender's node)."""
+    if lookup.learned is not None and lookup.found is not None:
+        await lookup.keyring.observe(lookup.learned, source="object", jid=lookup.found[0])
+    if opened.trust is TrustState.UNTRUSTED and not allow_untrusted:
+        raise EncryptionError(
+            f"written by device {opened.sender_fingerprint} of {opened.sender_jid}, which "
+            "awaits your decision: accept it ('objenc trust'), then open it again"
+        )
+    return opened
 
 
 async def open_object_to_path(
-    keyring: Keyring, source: ObjectSource, path: str | os.PathLike[str]
+    keyring: Keyring,
+    source: ObjectSource,
+    path: str | os.PathLike[str],
+    *,
+    allow_legacy: bool = False,
+    allow_untrusted: bool = False,
 ) -> OpenedObject:
-    """:func:`open_object` into the file ``path`` (mode 0600), written as a
-    temporary file beside it and renamed to ``path`` only once the object
-    opened: on any failure nothing is left, and a file already at ``path``
-    stays as it was."""
+    """:func:`open_object` into the file ``path`` (mode 0600), written beside it
+    and given that name only once the object opened (:func:`atomic_output`): on
+    any failure nothing is left, and a file already at ``path`` stays as it was."""
     with atomic_output(path) as out:
-        return await open_object(keyring, source, out=out)
-
-
-def _object_bytes(source: ObjectSource) -> Iterator[bytes]:
-    """The object's bytes: as they are if they start as a binary object does,
-    else from its armor (lines before ``BEGIN`` skipped)."""
-    pieces = read_pieces(source, PIECE)
-    head = b""
-    for piece in pieces:
-        head += piece
-        if len(head) >= len(OBJECT_MAGIC):
-            break
-    rest = chain([head], pieces)
-    if head.startswith(OBJECT_MAGIC):
-        yield from rest
-    else:
-        yield from dearmor(_lines(rest))
-
-
-def _lines(pieces: Iterable[bytes]) -> Iterator[str]:
-    """Text lines (Latin-1: any byte is one character, anything not base64
-    fails in :func:`dearmor`), a line over :data:`LONGEST_LINE` in pieces."""
-    pending = ""
-    for piece in pieces:
-        lines = (pending + piece.decode("latin-1")).split("\n")
-        *whole, pending = _cut(lines.pop())
-        lines += whole
-        if max(map(len, lines), default=0) <= LONGEST_LINE:
-            yield from lines  # the usual case: one test for the whole piece
-        else:
-            yield from (part for line in lines for part in _cut(line))
-    if pending:
-        yield pending
-
-
-def _cut(line: str) -> list[str]:
-    return [line[i : i + LONGEST_LINE] for i in range(0, len(line), LONGEST_LINE)] or [""]
+        return await open_object(
+            keyring,
+            source,
+            out=out,
+            allow_legacy=allow_legacy,
+            allow_untrusted=allow_untrusted,
+            hold_back=False,
+        )
 
 
 class _SenderLookup:
@@ -484,6 +498,9 @@ class _SenderLookup:
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
         self.found: tuple[str, PeerRecord | None] | None = None
+        self.learned: PeerCertificate | None = None
+        """A newer encryption certificate the object introduced, once it opened:
+        kept, so the key it replaced stops speaking for later objects (§13.10)."""
 
     def __call__(self, header: ObjectHeader) -> X25519PublicKey | None:
         identity, encryption = header.sender_identity_id, header.sender_encryption_id
@@ -542,6 +559,7 @@ class _SenderLookup:
             or newer_encryption(record.encryption_pem, peer) == record.encryption_pem
         ):
             return None
+        self.learned = peer
         return encryption.public_key
 
     def opened(self, header: ObjectHeader, size: int) -> OpenedObject:

@@ -83,9 +83,9 @@ class Store:
         await seal_object(self.keyring, data, to, sender_jid=self.jid, out=out, **options)  # type: ignore[arg-type]
         return out.getvalue()
 
-    async def open(self, sealed: bytes | str) -> tuple[bytes, OpenedObject]:
+    async def open(self, sealed: bytes | str, **options: bool) -> tuple[bytes, OpenedObject]:
         out = io.BytesIO()
-        opened = await open_object(self.keyring, sealed, out=out)
+        opened = await open_object(self.keyring, sealed, out=out, **options)
         return out.getvalue(), opened
 
 
@@ -220,10 +220,12 @@ async def test_the_draft_profile_only_when_allowed(stores: Stores) -> None:
         juliet.keyring, b"old ways", [ROMEO], sender_jid=JULIET, out=out, allow_legacy=True
     )
     assert sealed.profile == "draft-rsa"
-    plaintext, opened = await romeo.open(out.getvalue())
+    with pytest.raises(InvalidEnvelope):  # it proves no one: opened only when asked for
+        await romeo.open(out.getvalue())
+    plaintext, opened = await romeo.open(out.getvalue(), allow_legacy=True)
     assert plaintext == b"old ways"
     assert not opened.authenticated and opened.sender_jid is None and opened.trust is None
-    assert (await juliet.open(out.getvalue()))[0] == b"old ways"  # our RSA copy
+    assert (await juliet.open(out.getvalue(), allow_legacy=True))[0] == b"old ways"  # our RSA copy
     # a recipient with an identity only cannot be reached by the draft's profile
     mercutio = await stores(MERCUTIO)
     await juliet.hold(mercutio)
@@ -322,7 +324,13 @@ async def test_a_stranger_and_a_revoked_sender_are_refused(stores: Stores) -> No
     sealed = await juliet.seal(b"x", [ROMEO])
     juliet_fp = juliet.keyring.device.keys.fingerprint  # type: ignore[union-attr]
     await romeo.keyring.set_trust(JULIET, juliet_fp, TrustState.UNTRUSTED)
-    _, opened = await romeo.open(sealed)  # a contact's device held for a decision speaks
+    # a contact's device held for a decision: refused (as sealing to it is) unless
+    # the caller accepts it; nothing released before (review of issue 14, F4)
+    out = io.BytesIO()
+    with pytest.raises(EncryptionError, match="awaits your decision"):
+        await open_object(romeo.keyring, sealed, out=out)
+    assert out.getvalue() == b""
+    _, opened = await romeo.open(sealed, allow_untrusted=True)
     assert opened.trust is TrustState.UNTRUSTED
     await romeo.keyring.set_trust(JULIET, juliet_fp, TrustState.REVOKED)
     with pytest.raises(InvalidEnvelope):
@@ -333,11 +341,16 @@ async def test_a_newer_key_is_taken_from_the_introduction_only(stores: Stores) -
     juliet, romeo = await pair(stores)
     assert await juliet.keyring.device.rotate_now(force=True) is not None
     introduced = await juliet.seal(b"after rotation", [ROMEO])
-    assert (await romeo.open(introduced))[0] == b"after rotation"
-    with pytest.raises(InvalidEnvelope):
+    with pytest.raises(InvalidEnvelope):  # without the introduction: a key not held
         await romeo.open(await juliet.seal(b"x", [ROMEO], introduce=False))
+    assert (await romeo.open(introduced))[0] == b"after rotation"
+    # kept once the object opened (review of issue 14, F6): the key it replaced no
+    # longer speaks for what is dated after it, and the next object needs no introduction
     record = romeo.keyring.record(JULIET, juliet.keyring.device.keys.fingerprint)  # type: ignore[union-attr]
-    assert record is not None and romeo.keyring.validated(record) is not None  # not stored
+    peer = romeo.keyring.validated(record) if record is not None else None
+    assert peer is not None and peer.encryption is not None
+    assert peer.encryption.fingerprint == juliet.keyring.device.keys.encryption_fingerprint  # type: ignore[union-attr]
+    assert (await romeo.open(await juliet.seal(b"y", [ROMEO], introduce=False)))[0] == b"y"
 
 
 async def test_a_replaced_key_speaks_only_for_objects_dated_before(stores: Stores) -> None:
