@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -475,18 +475,10 @@ def _kem_pair(
     """The ML-KEM key stored with an encryption key, checked; ``None`` if none."""
     if record.kem_key_pem is None or record.kem_cert_pem is None:
         return None
-    try:
-        key = serialization.load_pem_private_key(record.kem_key_pem, None)
-    except (ValueError, TypeError) as exc:
-        raise CertificateError(f"cannot load one of our ML-KEM keys: {exc}") from exc
-    certificate = load_certificate(record.kem_cert_pem)
-    if not isinstance(key, MLKEM768PrivateKey) or certificate.public_key() != key.public_key():
-        raise CertificateError("one of our ML-KEM keys does not match its certificate")
-    try:
-        certificate.verify_directly_issued_by(keys.identity_certificate)
-    except Exception as exc:
-        raise CertificateError("one of our ML-KEM keys is not our identity's") from exc
-    return key, certificate
+    key, certificate = _stored_pair(
+        record.kem_key_pem, record.kem_cert_pem, keys, MLKEM768PrivateKey, "ML-KEM"
+    )
+    return cast(MLKEM768PrivateKey, key), certificate
 
 
 def _history_record(keys: DeviceKeys, issued_at: datetime) -> OwnEncryptionKeyRecord:
@@ -552,17 +544,26 @@ def _encryption_pair(
 ) -> tuple[X25519PrivateKey, x509.Certificate]:
     """One of our stored encryption keys with its certificate, checked to be a pair
     issued by our identity; :class:`CertificateError` otherwise."""
+    key, certificate = _stored_pair(key_pem, cert_pem, keys, X25519PrivateKey, "encryption")
+    return cast(X25519PrivateKey, key), certificate
+
+
+def _stored_pair(
+    key_pem: bytes, cert_pem: bytes, keys: DeviceKeys, key_type: type, what: str
+) -> tuple[object, x509.Certificate]:
+    """A private key of ours (a ``key_type`` instance) with its certificate, checked
+    to be a pair issued by our identity; :class:`CertificateError` otherwise."""
     try:
         key = serialization.load_pem_private_key(key_pem, None)
     except (ValueError, TypeError) as exc:
-        raise CertificateError(f"cannot load one of our encryption keys: {exc}") from exc
+        raise CertificateError(f"cannot load one of our {what} keys: {exc}") from exc
     certificate = load_certificate(cert_pem)
-    if not isinstance(key, X25519PrivateKey) or certificate.public_key() != key.public_key():
-        raise CertificateError("one of our encryption keys does not match its certificate")
+    if not isinstance(key, key_type) or certificate.public_key() != key.public_key():
+        raise CertificateError(f"one of our {what} keys does not match its certificate")
     try:
         certificate.verify_directly_issued_by(keys.identity_certificate)
     except Exception as exc:
-        raise CertificateError("one of our encryption keys is not our identity's") from exc
+        raise CertificateError(f"one of our {what} keys is not our identity's") from exc
     return key, certificate
 
 

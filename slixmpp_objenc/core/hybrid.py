@@ -62,21 +62,17 @@ from .authenticated import CONTENT_KEY_SIZE, WRAP_SUITE, _ids
 from .certificates import (
     Normalizer,
     canonical_jid,
-    checked_addresses,
     normalize_bare_jid,
 )
 from .errors import EncryptionError, InvalidEnvelope
 from .hpke import open_auth, seal_auth
 from .identities import (
-    BACKDATE,
     ENCRYPTION_VALIDITY,
     PeerIdentity,
-    _builder,
     _key_usage,
-    _name,
     check_issued,
+    issue_certificate,
 )
-from .timestamps import utcnow
 
 __all__ = [
     "CT_SIZE",
@@ -138,15 +134,13 @@ def issue_kem_certificate(
     """An ML-KEM-768 certificate for ``public_key``, signed by the Ed25519
     identity key, naming the identity's JID, ``cA=FALSE``, ``keyUsage
     keyEncipherment`` only (draft-ietf-lamps-kyber-certificates)."""
-    [bare] = sorted(checked_addresses(identity_certificate, lambda j: j))
-    start = (now or utcnow()) - BACKDATE
-    usage = _key_usage(key_encipherment=True)
-    return (
-        _builder(bare, _name(bare), identity_certificate.subject, start, start + valid_for)
-        .public_key(public_key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .sign(identity_key, None)
+    return issue_certificate(
+        identity_key,
+        identity_certificate,
+        public_key,
+        _key_usage(key_encipherment=True),
+        now=now,
+        valid_for=valid_for,
     )
 
 

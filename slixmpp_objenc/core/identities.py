@@ -28,7 +28,7 @@ from typing import Final, cast
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.x509.oid import NameOID
 
@@ -56,7 +56,9 @@ __all__ = [
     "IDENTITY_VALIDITY",
     "DeviceKeys",
     "PeerIdentity",
+    "check_issued",
     "generate_device_keys",
+    "issue_certificate",
     "issue_encryption_certificate",
     "validate_encryption_certificate",
     "validate_identity_certificate",
@@ -164,6 +166,31 @@ def issue_encryption_certificate(
     """An encryption certificate for ``public_key``, signed by the identity key,
     naming the identity's JID (a new one for each rotation) and, if given, the
     device's ``label`` (:func:`clean_label`; ``description`` in the subject)."""
+    return issue_certificate(
+        identity_key,
+        identity_certificate,
+        public_key,
+        _key_usage(key_agreement=True),
+        now=now,
+        valid_for=valid_for,
+        label=label,
+    )
+
+
+def issue_certificate(
+    identity_key: Ed25519PrivateKey,
+    identity_certificate: x509.Certificate,
+    public_key: X25519PublicKey | MLKEM768PublicKey,
+    usage: x509.KeyUsage,
+    *,
+    now: datetime | None = None,
+    valid_for: timedelta = ENCRYPTION_VALIDITY,
+    label: str | None = None,
+) -> x509.Certificate:
+    """A certificate the identity issues for one of the device's keys (the X25519
+    encryption key, the ML-KEM one): signed by the identity key, naming its JID,
+    ``cA=FALSE``, ``keyUsage`` ``usage``, valid ``valid_for`` from ``now`` (backdated
+    :data:`BACKDATE`), the device's cleaned ``label`` in the subject if given."""
     [bare] = sorted(checked_addresses(identity_certificate, lambda j: j))
     start = (now or utcnow()) - BACKDATE
     subject = _name(bare)
@@ -174,7 +201,7 @@ def issue_encryption_certificate(
         _builder(bare, subject, identity_certificate.subject, start, start + valid_for)
         .public_key(public_key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(key_agreement=True), critical=True)
+        .add_extension(usage, critical=True)
         .sign(identity_key, None)
     )
 
