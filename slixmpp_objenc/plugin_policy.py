@@ -53,6 +53,12 @@ class PolicyApi:
         ML-KEM key are left out, and a contact with none is not written to."""
         await self.persistence.conversations.set_hybrid(JID(jid).bare, on)
 
+    def uses_hybrid(self, jid: JID | str) -> bool:
+        """Whether stanzas to ``jid`` are sealed with the post-quantum hybrid now (a
+        passphrase set, else ``set_hybrid``'s choice, else the ``hybrid``
+        configuration)."""
+        return self.persistence.conversations.hybrid(str(JID(jid).bare))
+
     async def set_passphrase(self, jid: JID | str, passphrase: str | None) -> None:
         """Share a second secret with ``jid``, agreed out of band (PROTOCOL.md 13.12):
         stretched with scrypt (about 0.35 s), mixed into every wrap of the stanzas of

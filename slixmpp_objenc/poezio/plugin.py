@@ -66,6 +66,7 @@ from ..events import EncryptionFailedEvent, SasEvent
 from ..keyring import Keyring
 from ..store import PeerRecord
 from . import notices, text
+from .account import OwnAccount
 from .notices import Notice
 from .text import CommandError, Held, Request
 
@@ -76,6 +77,10 @@ log = logging.getLogger(__name__)
 DISCOVERY_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
 NACK_TRIES = 30
+COMMANDS: tuple[str, ...] = (
+    *("status", "off", "fingerprints", "trust", "accept", "reject", "verify", "match"),
+    *("mismatch", "hybrid", "revoke", "label", "rotate", "help"),
+)
 NOT_OPENED = "[objenc: this message is encrypted and could not be opened here]"
 
 
@@ -99,6 +104,8 @@ class Plugin(E2EEPlugin):
     def init(self) -> None:
         self.objenc = self._load_objenc()
         self._sas: dict[str, SasEvent] = {}
+        own = self.core.xmpp.boundjid
+        self._account = OwnAccount(self.objenc, lambda: str(own.bare), self._held, self._say)
         super().init()
         # Encryption is ObjEnc's, in slixmpp's filters: the interface's own 'out'
         # filter would strip what it does not know from every message.
@@ -109,7 +116,7 @@ class Plugin(E2EEPlugin):
         self.api.add_command(
             "objenc",
             self._command,
-            usage="[status|off|fingerprints|trust|accept|reject|verify|match|mismatch|help]",
+            usage="[" + "|".join(COMMANDS) + "]",
             short="Object Encryption: state, trust, verification",
             help=text.HELP,
             completion=self._completion,
@@ -215,7 +222,8 @@ class Plugin(E2EEPlugin):
         state = None if bare is None else self._state(bare)
         held = [] if bare is None else self._held(bare)
         ours, published = self._own_fingerprint(), self.objenc.publication.meaning
-        return text.status_lines(bare, state, held, ours, self._held(own), published)
+        hybrid = None if bare is None else self.objenc.uses_hybrid(bare)
+        return text.status_lines(bare, state, held, ours, self._held(own), published, hybrid)
 
     async def _ready(self) -> None:
         """Our key is loaded (or made, on first start: a few seconds)."""
@@ -267,9 +275,7 @@ class Plugin(E2EEPlugin):
 
     def _completion(self, the_input: Input) -> Completion | None:
         if the_input.get_argument_position() == 1:
-            words = ["status", "off", "fingerprints", "trust", "accept", "reject"]
-            words += ["verify", "match", "mismatch", "help"]
-            return Completion(the_input.new_completion, words, 1, quotify=False)
+            return Completion(the_input.new_completion, list(COMMANDS), 1, quotify=False)
         return None
 
     async def _command(self, line: str) -> None:
@@ -306,6 +312,7 @@ class Plugin(E2EEPlugin):
             "verify": self._verify,
             "match": self._confirm,
             "mismatch": self._confirm,
+            **self._account.actions(),
         }
         try:
             if request.jid is not None:

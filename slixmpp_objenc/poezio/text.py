@@ -26,6 +26,9 @@ __all__ = [
     "conversation_state",
     "fingerprint_lines",
     "full_fingerprint",
+    "hybrid_choice",
+    "hybrid_sentence",
+    "label_choice",
     "parse_command",
     "resolve",
     "short_fingerprint",
@@ -62,6 +65,10 @@ HELP: Final = """\
 /objenc reject [jid] <fp>    reject it for good
 /objenc verify [full jid]    the 6-character check with the contact's online client
 /objenc match | mismatch     after comparing the 6 characters
+/objenc hybrid [jid] <on|off|default>  post-quantum hybrid (ML-KEM-768) for this contact
+/objenc revoke <fp>          revoke a lost or stolen device of our own account, for every contact
+/objenc label <text|none>    name this device for contacts ("laptop"); a new key carries it
+/objenc rotate               replace this device's encryption key now (one you suspect)
 A fingerprint may be given by its first digits (4 or more); spaces and colons are ignored."""
 
 _ACTIONS: Final = {
@@ -82,9 +89,24 @@ _ACTIONS: Final = {
     "mismatch": "mismatch",
     "nomatch": "mismatch",
     "help": "help",
+    "hybrid": "hybrid",
+    "pq": "hybrid",
+    "revoke": "revoke",
+    "label": "label",
+    "rotate": "rotate",
 }
-_NEEDS_CONTACT: Final = frozenset({"on", "off", "trust", "accept", "reject", "verify", "match"})
-_ARGUMENTS: Final = {"trust": 2, "accept": 1, "reject": 1}
+_NEEDS_CONTACT: Final = frozenset(
+    {"on", "off", "trust", "accept", "reject", "verify", "match", "hybrid"}
+)
+_OWN_DEVICE: Final = frozenset({"revoke", "label", "rotate"})
+"""About this account's devices: never a contact's JID (a label may hold dots)."""
+_ARGUMENTS: Final = {"trust": 2, "accept": 1, "reject": 1, "hybrid": 1, "revoke": 1}
+_USAGE: Final = {
+    "trust": "[jid] <fingerprint> <state>",
+    "hybrid": "[jid] <on|off|default>",
+    "revoke": "<fingerprint of our lost device>",
+    "label": "<text> (or none)",
+}
 MIN_PREFIX: Final = 4
 
 
@@ -122,6 +144,11 @@ def _looks_like_jid(token: str) -> bool:
 def parse_command(line: str, conversation: str | None) -> Request:
     """Read ``/objenc``'s arguments; ``conversation`` is the JID of the tab it was
     typed in (``None`` outside a one-to-one conversation)."""
+    words = line.strip().split(None, 1)
+    if words and _ACTIONS.get(words[0].lower()) == "label":  # the rest, as typed (quotes too)
+        if len(words) < 2:
+            raise CommandError(f"usage: /objenc label {_USAGE['label']}")
+        return Request("label", None, (words[1].strip(),))
     try:
         tokens = shlex.split(line)
     except ValueError as exc:
@@ -132,20 +159,32 @@ def parse_command(line: str, conversation: str | None) -> Request:
     if action is None:
         raise CommandError(f"unknown subcommand {tokens[0]!r}; /objenc help lists them")
     rest = tokens[1:]
-    jid = conversation
-    if rest and _looks_like_jid(rest[0]):
+    jid = None if action in _OWN_DEVICE else conversation
+    if rest and _looks_like_jid(rest[0]) and action not in _OWN_DEVICE:
         jid, rest = rest[0], rest[1:]
     if action in _NEEDS_CONTACT and jid is None:
         raise CommandError(f"/objenc {action} needs a JID here (or type it in a conversation)")
     wanted = _ARGUMENTS.get(action, 0)
     if len(rest) < wanted:
-        usage = {"trust": "<fingerprint> <state>", "accept": "<fingerprint>"}.get(
-            action, "<fingerprint>"
-        )
-        raise CommandError(f"usage: /objenc {action} [jid] {usage}")
+        usage = _USAGE.get(action, "[jid] <fingerprint>")
+        raise CommandError(f"usage: /objenc {action} {usage}")
     if len(rest) > wanted:
         raise CommandError(f"/objenc {action}: unexpected {' '.join(rest[wanted:])!r}")
     return Request(action, jid, tuple(rest))
+
+
+def hybrid_choice(word: str) -> bool | None:
+    """``on``/``off``, or ``default`` (``None``: the account's ``hybrid`` setting)."""
+    choices = {"on": True, "yes": True, "off": False, "no": False, "default": None}
+    try:
+        return choices[word.lower()]
+    except KeyError:
+        raise CommandError(f"/objenc hybrid takes on, off or default, not {word!r}") from None
+
+
+def label_choice(typed: str) -> str | None:
+    """The label typed (``none`` or ``-``: no label); the plugin cleans it."""
+    return None if typed.lower() in {"none", "-", '""', "''"} else typed
 
 
 def trust_state(word: str) -> TrustState:
@@ -239,6 +278,16 @@ def conversation_state(
     )
 
 
+def hybrid_sentence(jid: str, on: bool) -> str:
+    """Whether what goes to ``jid`` is also protected against a future quantum computer."""
+    if on:
+        return (
+            f"post-quantum hybrid on for {jid}: ML-KEM-768 with X25519; their devices "
+            "without an ML-KEM key are left out"
+        )
+    return f"post-quantum hybrid off for {jid} (X25519 only): /objenc hybrid on"
+
+
 def fingerprint_lines(held: Sequence[Held], *, full: bool) -> list[str]:
     """One line per certificate: fingerprint and trust state."""
     show = full_fingerprint if full else short_fingerprint
@@ -258,13 +307,17 @@ def status_lines(
     own_fingerprint: str | None,
     own_devices: Sequence[Held] = (),
     publication: str = "",
+    hybrid: bool | None = None,
 ) -> list[str]:
     """What ``/objenc status`` shows: the contact's state and certificates (when
-    ``jid`` is given), our certificate, whether it is published (``publication``:
-    ``Publication.meaning``) and our other devices."""
+    ``jid`` is given), whether stanzas to them use the post-quantum hybrid, our
+    certificate, whether it is published (``publication``: ``Publication.meaning``)
+    and our other devices."""
     lines = []
     if jid is not None and state is not None:
         lines.append(f"{PREFIX}{state.sentence}")
+        if hybrid is not None:
+            lines.append(f"{PREFIX}{hybrid_sentence(jid, hybrid)}")
         if held:
             lines.append(f"{PREFIX}certificates held for {jid}:")
             lines.extend(fingerprint_lines(held, full=False))

@@ -160,6 +160,12 @@ async def test_poezio_chats_encrypted_with_an_echo_contact(
     echo_sas: asyncio.Queue[Any] = asyncio.Queue()
     echo.add_event_handler("objenc_sas", echo_sas.put_nowait)
     secret = f"the rose by any other name {uuid.uuid4().hex[:8]}"
+    hybrid_secret = f"what's in a name {uuid.uuid4().hex[:8]}"
+    echo_infos: dict[str, Any] = {}  # what the contact opened, and how
+    echo.add_event_handler(
+        "message",
+        lambda m: echo_infos.setdefault(m["body"], objenc_echo.encryption_info(m)),
+    )
     injected = f"plaintext in the name of the contact {uuid.uuid4().hex[:8]}"
     unsent = f"never in the clear {uuid.uuid4().hex[:8]}"
     stranger, _ = await server.create_account("stranger")  # no certificate, not a contact
@@ -209,6 +215,16 @@ async def test_poezio_chats_encrypted_with_an_echo_contact(
                 lambda s: "objenc:verified" in info_bar(s, echo_jid), WAIT, what="the badge"
             )
 
+            # the post-quantum hybrid for this contact: what the contact opens was sealed with it
+            await tmux.command("/objenc hybrid on")
+            await tmux.wait_for(f"objenc: post-quantum hybrid on for {echo_jid}", WAIT)
+            await tmux.type_line(hybrid_secret)
+            await tmux.wait_for(f"echo: {hybrid_secret}", WAIT, what="the echo of a hybrid message")
+            assert echo_infos[hybrid_secret].hybrid and not echo_infos[secret].hybrid
+            # a label for this device, in a new certificate (a rotation, published)
+            await tmux.command("/objenc label poezio desk")
+            await tmux.wait_for("objenc: this device is now labelled 'poezio desk'", WAIT)
+
             # plaintext injected in the contact's name: refused, and the user is told
             forged = echo.make_message(mto=you, mbody=injected, mtype="chat")
             echo.send(forged, use_filters=False)  # around the contact's own plugin
@@ -232,6 +248,7 @@ async def test_poezio_chats_encrypted_with_an_echo_contact(
     # Prosody's own storage (MAM archive...) holds our messages only encrypted.
     stored = server.stored_files_text()
     assert secret not in stored
+    assert hybrid_secret not in stored
     assert unsent not in stored
     archive = server.user_store_bytes(you, "archive").decode("utf-8", "replace")
     assert NS_OBJENC in archive
