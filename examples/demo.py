@@ -152,23 +152,30 @@ async def run(server: XmppServer, workdir: Path) -> int:
 
     replies: asyncio.Queue[Any] = asyncio.Queue()
     juliet.add_event_handler("message", replies.put_nowait)
-    romeo_read: list[str] = []
-    romeo_bot.add_event_handler("message", lambda m: romeo_read.append(str(m)))
+    romeo_read: list[tuple[str, Any]] = []  # what romeo's handlers got, and how it came
+    romeo_bot.add_event_handler(
+        "message",
+        lambda m: romeo_read.append((str(m), romeo_bot.plugin["objenc"].encryption_info(m))),
+    )
+
+    def proof(info: Any, sender: str) -> str:
+        if info is not None and info.authenticated and info.sender_fingerprint:
+            return (
+                f"encrypted, authenticated: {sender}'s device {info.sender_fingerprint[:16]}, "
+                f"{info.sender_trust}"
+            )
+        return "encrypted, NOT authenticated" if info is not None else "NOT encrypted"
 
     for line in LINES:
         juliet.send_message(mto=romeo_bot.boundjid.full, mbody=line, mtype="chat")
         reply = await asyncio.wait_for(replies.get(), 15)
         info = juliet.plugin["objenc"].encryption_info(reply)
-        proof = (
-            f"authenticated: romeo's device {info.sender_fingerprint[:16]}, {info.sender_trust}"
-            if info is not None and info.authenticated and info.sender_fingerprint
-            else "NOT authenticated"
-        )
-        side_by_side("juliet -> romeo", shorten(wire["romeo"][-1]), romeo_read[-1])
+        read, romeo_info = romeo_read[-1]
         side_by_side(
-            f"romeo -> juliet (encrypted, {proof})",
-            shorten(wire["juliet"][-1]),
-            str(reply),
+            f"juliet -> romeo ({proof(romeo_info, 'juliet')})", shorten(wire["romeo"][-1]), read
+        )
+        side_by_side(
+            f"romeo -> juliet ({proof(info, 'romeo')})", shorten(wire["juliet"][-1]), str(reply)
         )
 
     def fortune(iq: Iq) -> None:
@@ -180,7 +187,12 @@ async def run(server: XmppServer, workdir: Path) -> int:
     iq = juliet.make_iq_get(ito=romeo_bot.boundjid.full)
     iq["fortune"]["text"] = "what does fate hold?"
     result = await iq.send(timeout=15)
-    side_by_side("iq result, romeo -> juliet", shorten(wire["juliet"][-1]), str(result))
+    result_info = juliet.plugin["objenc"].encryption_info(result)
+    side_by_side(
+        f"iq result, romeo -> juliet ({proof(result_info, 'romeo')})",
+        shorten(wire["juliet"][-1]),
+        str(result),
+    )
 
     sas = await juliet.plugin["objenc"].start_verification(romeo_bot.boundjid.full)
     print(f"\n--- verification: both screens now show the same 6 characters: {sas.sas}")
@@ -200,7 +212,11 @@ async def run(server: XmppServer, workdir: Path) -> int:
     leaked = [s for s in secrets if s.split(",")[0] in stored]
     title = f"{server_name}'s own stored data (MAM archive, offline store)"
     print(f"\n--- {title} " + "-" * (2 * WIDTH - len(title) - 2))
-    print(f"  encrypted stanzas stored: {stored.count('urn:ietf:params:xml:ns:xmpp-objenc:0')}")
+    mentions = stored.count("urn:ietf:params:xml:ns:xmpp-objenc:0")
+    print(
+        f"  the envelope's namespace appears {mentions} times (archive and offline copies "
+        "of encrypted messages and presence, and our PEP nodes)"
+    )
     print(f"  plaintext found in server storage: {leaked or 'none'}")
     print(f"  romeo echoed {romeo_bot.echoed} encrypted messages")
 

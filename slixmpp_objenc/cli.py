@@ -189,7 +189,11 @@ async def _keygen(account: Account, args: argparse.Namespace) -> int:
             generate_identity, account.jid, key_size=args.key_size, normalize=normalize_jid
         )
         await keyring.add_identity(identity, active=True)
-        print(f"Created a {args.key_size}-bit key and certificate for {account.jid}")
+        print(
+            f"Created this device's keys for {account.jid}: an Ed25519 identity with "
+            "X25519 and ML-KEM-768 encryption keys (what contacts use), and an "
+            f"RSA-{args.key_size} certificate for contacts on the draft's profile only"
+        )
         print(f"Store: {account.store}{'' if existed else ' (new)'}")
         if current is not None:
             print(
@@ -223,7 +227,7 @@ async def _show(account: Account, args: argparse.Namespace) -> int:
         print(f"JIDs:        {', '.join(names) if names else '(none)'}")
         if account.jid not in names:
             print(f"Warning:     the certificate does not name {account.jid}")
-        print(f"Key:         RSA {identity.private_key.key_size} bits")
+        print(f"RSA key:     {identity.private_key.key_size} bits (the draft's profile only)")
         print(f"Valid from:  {_when(certificate.not_valid_before_utc, seconds=True)}")
         print(f"Valid until: {_when(certificate.not_valid_after_utc, seconds=True)}")
         print(f"Status:      {status}")

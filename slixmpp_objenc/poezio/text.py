@@ -330,4 +330,6 @@ def status_lines(
     if own_devices:
         lines.append(f"{PREFIX}our other devices:")
         lines.extend(fingerprint_lines(own_devices, full=False))
+    elif jid is None:  # the account's own status: say there are none
+        lines.append(f"{PREFIX}our other devices: none known")
     return lines

@@ -197,7 +197,7 @@ def test_show_prints_the_grouped_fingerprint_and_details(keyed: Cli) -> None:
     assert expected in keyed.out
     assert format_fingerprint(identity.fingerprint).replace("\n", " ") in keyed.out
     assert ME in keyed.out
-    assert "RSA 2048 bits" in keyed.out
+    assert "RSA key:     2048 bits (the draft's profile only)" in keyed.out
     assert identity.certificate.not_valid_after_utc.strftime("%Y-%m-%d") in keyed.out
     assert "usable" in keyed.out
 
