@@ -488,8 +488,11 @@ def _decide_forwarded(
     if kind in ("received", "sent"):
         if origin.bare and origin.full != own.bare:  # XEP-0280: only from our bare JID
             return DecryptionFailed("forged")
-    elif origin.bare and origin.bare != own.bare:
-        return PASS  # another archive (e.g. a room's): not ours to open
+    elif origin.bare and origin.full != own.bare:
+        # XEP-0313: our archive answers from our bare JID. Another's (a room's) is
+        # not ours to open; a <result/> does not exempt a stanza from the
+        # plaintext rule, so anything else is judged as the plaintext it is.
+        return _decide_plaintext(received, "message", received.element.get("type", ""), ctx)
     archived = kind == "archive"
     if forwarded is None or message is None:
         # malformed (several wrappers, several messages, none): never delivered

@@ -38,6 +38,7 @@ __all__ = [
     "PlainStanza",
     "ReplyPolicy",
     "archived_in_the_clear",
+    "beside_forwarded",
     "candidate",
     "choose_profile",
     "condition_only",
@@ -46,6 +47,7 @@ __all__ = [
     "foreign_mechanism",
     "forwarded_message",
     "hybrid_capable",
+    "is_bare_condition",
     "is_condition",
     "is_empty_envelope",
     "may_stand_beside_envelope",
@@ -326,6 +328,12 @@ def is_condition(element: ET.Element) -> bool:
     return element.tag != _TEXT and element.tag.startswith(_CONDITION_NAMESPACES)
 
 
+def is_bare_condition(element: ET.Element) -> bool:
+    """A defined error condition that says nothing more: no text (``<gone/>`` and
+    ``<redirect/>`` may carry an address, which is content) and no children."""
+    return is_condition(element) and len(element) == 0 and not (element.text or "").strip()
+
+
 def is_empty_envelope(element: ET.Element) -> bool:
     """An empty ``<e2e/>``: the marker error replies carry, saying nothing."""
     return element.tag == _E2E and len(element) == 0 and not (element.text or "").strip()
@@ -333,14 +341,14 @@ def is_empty_envelope(element: ET.Element) -> bool:
 
 def condition_only(xml: ET.Element) -> bool:
     """An error stanza that carries only its type and condition(s): an
-    ``<error/>`` whose children are defined conditions (no ``<text/>``), and
-    beside it at most an empty ``<e2e/>`` and what servers add (``<delay/>``,
-    ``<stanza-id/>``)."""
+    ``<error/>`` whose children are defined conditions, each empty (no
+    ``<text/>``, no address in ``<gone/>``), and beside it at most an empty
+    ``<e2e/>`` and what servers add (``<delay/>``, ``<stanza-id/>``)."""
     has_error = False
     for child in xml:
         if child.tag == _ERROR:
             has_error = True
-            if not all(is_condition(condition) for condition in child):
+            if not all(is_bare_condition(condition) for condition in child):
                 return False
         elif not (is_empty_envelope(child) or child.tag in SERVER_ADDED):
             return False
@@ -516,6 +524,14 @@ _FORWARD_WRAPPERS: Final = (
 )
 _FORWARDED_TAG: Final = qname("urn:xmpp:forward:0", "forwarded")
 _MESSAGE_TAG: Final = qname(NS_CLIENT, "message")
+
+
+def beside_forwarded(xml: ET.Element) -> list[ET.Element]:
+    """What a carbon or archive result carries beside its wrapper other than what
+    servers add: never part of what was forwarded, so never delivered with it
+    (a server's ``<body/>`` next to an unreadable archive result, say)."""
+    wrappers = {tag for _kind, tag in _FORWARD_WRAPPERS}
+    return [c for c in xml if c.tag not in wrappers and c.tag not in SERVER_ADDED]
 
 
 def forwarded_message(

@@ -32,8 +32,13 @@ _ERROR_TAG = qname("jabber:client", "error")
 
 
 def address(jid: JID) -> Address:
-    """A slixmpp JID (already stringprepped) as the core's :class:`Address`."""
-    return Address(jid.bare, jid.resource, jid.user)
+    """A slixmpp JID (already stringprepped) as the core's :class:`Address`, its
+    domain without the final dot (RFC 7622 3.2: stripped before any comparison;
+    slixmpp 1.17 keeps it in some spellings, so ``alice@example.org.`` would be
+    another contact)."""
+    domain = jid.domain.rstrip(".")
+    bare = f"{jid.user}@{domain}" if jid.user else domain
+    return Address(bare, jid.resource, jid.user)
 
 
 def parse_address(text: str) -> Address:
@@ -116,6 +121,8 @@ def strip_error(stanza: StanzaBase) -> None:
         for child in list(error):
             if not is_condition(child):  # no <text/>, nothing application-specific
                 error.remove(child)
+            else:  # the condition alone: no address in <gone/>, nothing nested
+                child.clear()
     forget_plugins(stanza)
 
 

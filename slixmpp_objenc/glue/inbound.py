@@ -44,7 +44,7 @@ from ..core.receive import (
     Verdict,
     decide,
 )
-from ..core.rules import ErrorBudget, ErrorReply, ReplyPolicy
+from ..core.rules import ErrorBudget, ErrorReply, ReplyPolicy, beside_forwarded
 from ..events import (
     ArchivedMessage,
     BadTimestampEvent,
@@ -59,6 +59,7 @@ from .common import (
     Tasks,
     address,
     dispatch_local,
+    forget_plugins,
     handles_mechanism,
     is_room,
     parse_address,
@@ -231,6 +232,9 @@ class Inbound:
         if isinstance(verdict, ErrorAnswer):
             return self._error_answer(stanza, verdict)
         if isinstance(verdict, ArchiveUnreadable):
+            for extra in beside_forwarded(stanza.xml):  # nothing that failed is shown
+                stanza.xml.remove(extra)
+            forget_plugins(stanza)
             self._archive_errors[stanza.xml] = verdict.reason
             return stanza  # the archive result still arrives, ciphertext and all
         if isinstance(verdict, FetchSender):
@@ -288,6 +292,8 @@ class Inbound:
             # and MAM handling see the plaintext.
             verdict.forwarded.remove(verdict.original)
             verdict.forwarded.append(verdict.inner)
+            for extra in beside_forwarded(stanza.xml):  # only what was forwarded counts
+                stanza.xml.remove(extra)
             self._info[verdict.inner] = info
             self._opened.add(stanza.xml)  # dispatched again after a wait: not a second time
             delivered: StanzaBase = self.xmpp._build_stanza(stanza.xml)  # re-read its plugins

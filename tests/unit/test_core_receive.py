@@ -1141,3 +1141,42 @@ def test_our_own_failure_notice_passes_once() -> None:
     assert decide(received(notice), ctx) is PASS
     # the same again is not ours any more: an error with text from a contact
     assert decide(received(notice), ctx) is PLAINTEXT_REFUSED
+
+
+# ------------------------------------------- review 15: what a <result/> or a condition may hide
+
+
+@pytest.mark.parametrize(
+    ("from_", "refused"),
+    [
+        (JULIET, True),  # a contact who encrypts: a <result/> child exempts nothing
+        (CONTACT, True),
+        (f"{OWN_BARE}/laptop", True),  # another client of ours that encrypts
+        (ROOM, False),  # a room's archive: not ours to open, and rooms are not contacts
+        ("tybalt@capulet.net/street", False),  # not known to encrypt
+    ],
+)
+def test_a_result_child_does_not_exempt_plaintext(from_: str, refused: bool) -> None:
+    ctx = context([], sticky={CONTACT, ROOM}, rooms={ROOM})
+    ctx = dataclasses.replace(ctx, encrypting_own_resource=lambda full: full.endswith("/laptop"))
+    element = stanza(
+        f"<message{attributes(type_='chat', from_=from_, to=OWN.full)}><body>pay</body>"
+        "<result xmlns='urn:xmpp:mam:2'/></message>"
+    )
+    assert decide(received(element), ctx) is (PLAINTEXT_REFUSED if refused else PASS)
+
+
+def test_an_address_inside_a_condition_is_content() -> None:
+    """RFC 6120 <gone/> and <redirect/> may carry an address: chosen by whoever
+    sent the error, so such an error is not 'only a condition'."""
+    for inside in (
+        "<gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>xmpp:evil@example.com?message</gone>",
+        "<undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>"
+        "<amount xmlns='urn:example'>0</amount></undefined-condition>",
+    ):
+        element = stanza(
+            f"<message{attributes(type_='error', from_=JULIET, to=OWN.full)}>"
+            f"<error type='cancel'>{inside}</error></message>"
+        )
+        assert not condition_only(element)
+        assert decide(received(element), context([], sticky={CONTACT})) is PLAINTEXT_REFUSED

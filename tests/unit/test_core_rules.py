@@ -733,3 +733,19 @@ def test_choose_profile_none_for_an_odd_key_next_to_identities(
     odd = dataclasses.replace(peers[0], public_key=ec_key)  # type: ignore[arg-type]
     assert choose_profile([identities[0], odd]) is None
     assert choose_profile([identities[0], peers[1], odd]) is None
+
+
+def test_only_what_was_forwarded_and_what_servers_add_stand_beside_a_wrapper() -> None:
+    """What a carbon or archive result carries beside its wrapper is never part of
+    what was forwarded: dropped before delivery (review 15)."""
+    from slixmpp_objenc.core.rules import beside_forwarded
+
+    xml = ET.fromstring(
+        "<message xmlns='jabber:client'><body>the server's words</body>"
+        "<result xmlns='urn:xmpp:mam:2'/><delay xmlns='urn:xmpp:delay'/>"
+        "<stanza-id xmlns='urn:xmpp:sid:0'/><x xmlns='urn:example'/></message>"
+    )
+    assert [c.tag for c in beside_forwarded(xml)] == [
+        "{jabber:client}body",
+        "{urn:example}x",
+    ]
