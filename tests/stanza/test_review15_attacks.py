@@ -194,20 +194,6 @@ class TestApplicationObjectsAreNotChanged(HostileTestCase):
         with pytest.raises(IqError):
             self.xmpp.loop.run_until_complete(asyncio.wait_for(future, 2))
 
-    def test_server_hints_inside_the_envelope_do_not_reach_the_application(self) -> None:
-        inner = (
-            f"<message xmlns='jabber:client' from='{ALICE_FULL}' "
-            "to='tester@localhost/resource' type='chat' id='in1'><body>x</body>"
-            "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2020-01-01T00:00:00Z'/>"
-            "<stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='tester@localhost'/>"
-            "</message>"
-        )
-        self.recv(self.alice_seals(inner))
-        [delivered] = self.events["message"]
-        tags = {c.tag for c in delivered.xml}
-        assert "{urn:xmpp:delay}delay" not in tags
-        assert "{urn:xmpp:sid:0}stanza-id" not in tags
-
     def test_hints_and_private_inside_the_envelope_are_the_senders_and_instruct_no_server(
         self,
     ) -> None:
@@ -221,6 +207,7 @@ class TestApplicationObjectsAreNotChanged(HostileTestCase):
             "to='tester@localhost/resource' type='chat' id='in1'><body>x</body>"
             "<private xmlns='urn:xmpp:carbons:2'/><no-copy xmlns='urn:xmpp:hints'/>"
             "<stanza-id xmlns='urn:xmpp:sid:0' by='tester@localhost' id='forged'/>"
+            "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2020-01-01T00:00:00Z'/>"
             "</message>"
         )
         self.recv(self.alice_seals(inner))
@@ -228,7 +215,8 @@ class TestApplicationObjectsAreNotChanged(HostileTestCase):
         tags = {c.tag for c in delivered.xml}
         assert "{urn:xmpp:carbons:2}private" in tags
         assert "{urn:xmpp:hints}no-copy" in tags
-        assert "{urn:xmpp:sid:0}stanza-id" not in tags
+        assert "{urn:xmpp:sid:0}stanza-id" not in tags  # the server's to add, not the sender's
+        assert "{urn:xmpp:delay}delay" not in tags
 
 
 @pytest.mark.parametrize(
@@ -274,7 +262,6 @@ def test_add_peer_certificate_raises_only_certificate_error(pem: Any, trust: Any
 
 # -- the authenticated profile ---------------------------------------------------------
 
-from collections.abc import Iterator  # noqa: E402
 
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from test_auth_review import (  # noqa: E402
@@ -296,30 +283,14 @@ _DER = Encoding.DER
 from testkit import TESTER  # noqa: E402
 
 from slixmpp_objenc.core.identities import generate_device_keys  # noqa: E402
-from slixmpp_objenc.plugin import ObjEnc  # noqa: E402
 from slixmpp_objenc.store import TrustState  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def authenticated_for_auth_cases(request: pytest.FixtureRequest) -> Iterator[None]:
-    """tests/stanza/conftest.py turns the profile off outside test_auth_*: on again
-    for the classes built on the authenticated harness."""
-    cls = getattr(request, "cls", None)
-    if cls is None or not issubclass(cls, ReviewCase):
-        yield
-        return
-    before = ObjEnc.default_config["authenticated"]
-    ObjEnc.default_config["authenticated"] = True
-    try:
-        yield
-    finally:
-        ObjEnc.default_config["authenticated"] = before
-
 
 SECOND_OWN = generate_device_keys(ME)
 
 
 class TestOwnNodeAuthenticated(ReviewCase):
+    authenticated_profile = True  # tests/stanza/conftest.py: the plugin's default
+
     def own_node(self) -> str:
         own = device_item(self.tester, vouched_by=TESTER)
         self.discover(ME, [own, rsa_item(TESTER)])
@@ -420,6 +391,8 @@ class TestOwnNodeAuthenticated(ReviewCase):
 
 
 class TestContactDirectoryAuthenticated(ReviewCase):
+    authenticated_profile = True
+
     def test_forty_devices_at_first_contact_are_capped(self) -> None:
         devices = [generate_device_keys(ALICE_JID, now=self.now) for _ in range(40)]
         limits: list[Any] = []
