@@ -306,15 +306,14 @@ def decide(received: Received, ctx: InboundContext) -> Verdict:
     if kind not in STANZA_KINDS:
         return PASS
     kind_type = xml.get("type", "")
+    forwarded = forwarded_message(xml) if kind == "message" else None
+    if forwarded is not None:  # a carbon or archive result, whatever its outer type
+        return _decide_forwarded(received, *forwarded, ctx)
     if kind_type == "error":  # never opened: errors are never encrypted
         if ctx.exchanges.our_own_failure(received.sender.full, xml.get("id", "")):
             return PASS  # made by us for a request we refused to send
         answer = _error_answer(received, kind, ctx)
         return answer if answer is not None else _decide_plaintext(received, kind, kind_type, ctx)
-    if kind == "message":
-        forwarded = forwarded_message(xml)
-        if forwarded is not None:
-            return _decide_forwarded(received, *forwarded, ctx)
     copies = xml.findall(_E2E)
     if not copies or (kind == "message" and kind_type == "groupchat"):
         # groupchat is never encrypted by this protocol: an <e2e/> in it is

@@ -28,6 +28,7 @@ __all__ = [
     "EME_NAME",
     "ENCRYPTED_MESSAGE_TYPES",
     "ENCRYPTED_PRESENCE_TYPES",
+    "ERROR_ATTRIBUTES",
     "PROFILE_AUTH",
     "PROFILE_BOTH",
     "PROFILE_DRAFT",
@@ -328,10 +329,22 @@ def is_condition(element: ET.Element) -> bool:
     return element.tag != _TEXT and element.tag.startswith(_CONDITION_NAMESPACES)
 
 
+ERROR_ATTRIBUTES: Final = frozenset({"type"})
+"""What an ``<error/>`` from anyone who encrypts may carry as attributes: its
+type. ``by`` (RFC 6120 8.3.2) is free text its sender chose, so it is content."""
+
+
 def is_bare_condition(element: ET.Element) -> bool:
     """A defined error condition that says nothing more: no text (``<gone/>`` and
-    ``<redirect/>`` may carry an address, which is content) and no children."""
-    return is_condition(element) and len(element) == 0 and not (element.text or "").strip()
+    ``<redirect/>`` may carry an address, which is content), no children, no
+    attributes, nothing after it."""
+    return (
+        is_condition(element)
+        and len(element) == 0
+        and not element.attrib
+        and not (element.text or "").strip()
+        and not (element.tail or "").strip()
+    )
 
 
 def is_empty_envelope(element: ET.Element) -> bool:
@@ -347,6 +360,8 @@ def condition_only(xml: ET.Element) -> bool:
     has_error = False
     for child in xml:
         if child.tag == _ERROR:
+            if has_error or (child.text or "").strip() or set(child.attrib) - ERROR_ATTRIBUTES:
+                return False  # two errors, or words of its own
             has_error = True
             if not all(is_bare_condition(condition) for condition in child):
                 return False

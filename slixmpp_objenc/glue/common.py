@@ -13,7 +13,7 @@ from slixmpp.xmlstream import StanzaBase
 
 from ..core.addressing import Address
 from ..core.constants import qname
-from ..core.rules import is_condition, is_empty_envelope
+from ..core.rules import ERROR_ATTRIBUTES, is_condition, is_empty_envelope
 
 __all__ = [
     "Tasks",
@@ -90,7 +90,7 @@ def is_room(xmpp: Any, bare: str) -> bool:
     muc = xmpp.plugin.get("xep_0045", None)
     if muc is None:
         return False
-    return any(JID(room).bare == bare for room in muc.get_joined_rooms())
+    return any(address(JID(room)).bare == bare for room in muc.get_joined_rooms())
 
 
 def subscription(xmpp: Any, bare: str) -> str:
@@ -111,13 +111,17 @@ def dispatch_local(xmpp: Any, stanza: StanzaBase) -> None:
 
 
 def strip_error(stanza: StanzaBase) -> None:
-    """Keep only the error's type and condition elements: no text, no payload."""
+    """Keep only the error's type and condition elements: no text, no payload,
+    one ``<error/>`` (slixmpp reads the last one)."""
     xml = stanza.xml
-    for child in list(xml):
-        if child.tag != _ERROR_TAG and not is_empty_envelope(child):  # the marker stays
-            xml.remove(child)
     error = xml.find(_ERROR_TAG)
+    for child in list(xml):
+        if child is not error and not is_empty_envelope(child):  # the marker stays
+            xml.remove(child)
     if error is not None:
+        error.text = None
+        for name in [n for n in error.attrib if n not in ERROR_ATTRIBUTES]:
+            del error.attrib[name]
         for child in list(error):
             if not is_condition(child):  # no <text/>, nothing application-specific
                 error.remove(child)

@@ -46,7 +46,7 @@ from ..core.trust import (
 )
 from ..events import DirectoryLimitEvent, KeyChangedEvent, KeyUnpublishedEvent
 from ..keyring import Keyring
-from .common import parse_address
+from .common import address, parse_address
 from .persistence import Persistence
 from .publication import NODE_CERTS, Publisher
 from .revocations import Revocations
@@ -238,7 +238,7 @@ class KeyDirectory:
 
     async def on_notified(self, msg: Message) -> None:
         """A certificate node changed (publish or retract): read it again."""
-        sender = msg["from"].bare
+        sender = address(msg["from"]).bare  # one spelling: a final dot is no other node
         if not sender:
             return
         await self._persistence.loaded.wait()
@@ -253,13 +253,13 @@ class KeyDirectory:
     async def on_configured(self, msg: Message) -> None:
         """Our node's configuration changed (XEP-0060 section 8.2.5: someone
         with our password, or the server): check it again, publishing anew."""
-        if self.enabled and msg["from"].bare == self.xmpp.boundjid.bare:
+        if self.enabled and address(msg["from"]).bare == self.xmpp.boundjid.bare:
             await self._persistence.loaded.wait()
             await self.publisher.recheck()
 
     def on_subscription_changed(self, presence: Presence) -> None:
         """PEP access follows presence subscriptions: an earlier refusal may be stale."""
-        self._misses.pop(presence["from"].bare, None)
+        self._misses.pop(address(presence["from"]).bare, None)
 
     async def next_change(self, bare: str) -> None:
         """Wait until a JID's node is read again (a notification), at most

@@ -53,7 +53,7 @@ class OwnAccount:
     async def hybrid(self, request: Request, tab: Any) -> None:
         """``/objenc hybrid [jid] on|off|default``: ``set_hybrid`` for the contact."""
         bare = request.jid or ""
-        if bare == self._own_jid():
+        if bare.rstrip(".") == self._own_jid():  # a final dot is the same account
             raise CommandError("the hybrid is chosen per contact (our own devices follow it)")
         choice = text.hybrid_choice(request.args[0])
         await self._objenc.set_hybrid(bare, choice)

@@ -1180,3 +1180,35 @@ def test_an_address_inside_a_condition_is_content() -> None:
         )
         assert not condition_only(element)
         assert decide(received(element), context([], sticky={CONTACT})) is PLAINTEXT_REFUSED
+
+
+@pytest.mark.parametrize("direction", ["received", "sent"])
+def test_a_carbon_is_judged_as_a_carbon_whatever_its_outer_type(direction: str) -> None:
+    """Review 16: an outer type='error' sent the stanza down the error branch, past
+    the carbon checks, and slixmpp still raised the carbon with its body."""
+    from_, to = (JULIET, OWN.full) if direction == "received" else (f"{OWN_BARE}/phone", JULIET)
+    element = carbon(direction, forwarded_message(None, from_, to, body="<body>pay</body>"))
+    element.set("type", "error")
+    assert decide(received(element), context([], sticky={CONTACT})) is PLAINTEXT_REFUSED
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "<error type='cancel'>Pay 100 to X"
+        "<gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+        "<error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>Pay</error>",
+        "<error type='cancel'>"
+        "<gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' text='Pay'/></error>",
+        "<error type='cancel' by='Pay 100 to X'>"
+        "<gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+        "<error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+        "<error type='auth'><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Pay</text></error>",
+    ],
+)
+def test_words_anywhere_in_an_error_are_content(error: str) -> None:
+    element = stanza(
+        f"<message{attributes(type_='error', from_=JULIET, to=OWN.full)}>{error}</message>"
+    )
+    assert not condition_only(element)
+    assert decide(received(element), context([], sticky={CONTACT})) is PLAINTEXT_REFUSED
