@@ -23,7 +23,7 @@ from .core import CertificateError, PeerCertificate, load_certificate
 from .core.auth_envelope import AuthSender
 from .core.certificates import Normalizer, clean_label, encryption_label
 from .core.devices import validate_device
-from .core.hybrid import issue_kem_certificate
+from .core.hybrid import with_kem_key
 from .core.identities import (
     BACKDATE,
     DeviceKeys,
@@ -151,7 +151,7 @@ class OwnDevice:
         if newest is not None:
             kem = _kem_pair(newest, keys)
             if kem is None:  # made before the hybrid: one is issued for this rotation
-                keys = await asyncio.to_thread(_with_kem, keys)
+                keys = await asyncio.to_thread(with_kem_key, keys)
                 await self._storage.save_encryption_key(_history_record(keys, newest.issued_at))
             else:
                 keys = DeviceKeys(
@@ -210,7 +210,7 @@ class OwnDevice:
         )
         if self.keys is not None:  # two starts at once: the first one made counts
             return self.keys
-        keys = await asyncio.to_thread(_with_kem, keys)
+        keys = await asyncio.to_thread(with_kem_key, keys)
         if self.keys is not None:
             return self.keys
         await self._save_history(_history_record(keys, now))
@@ -276,7 +276,7 @@ class OwnDevice:
                     label=self.label,
                 )
                 new = await asyncio.to_thread(
-                    _with_kem,
+                    with_kem_key,
                     DeviceKeys(keys.identity_key, keys.identity_certificate, key, certificate),
                 )
                 # the new key first: a crash before the rest leaves two current keys,
@@ -445,28 +445,6 @@ def _sender(
 
 def _der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
-
-
-def _with_kem(keys: DeviceKeys) -> DeviceKeys:
-    """``keys`` with a fresh ML-KEM-768 key whose certificate has exactly the
-    encryption certificate's dates (issued and rotated together, PROTOCOL.md 13.11)."""
-    encryption = keys.encryption_certificate
-    kem_key = MLKEM768PrivateKey.generate()
-    certificate = issue_kem_certificate(
-        keys.identity_key,
-        keys.identity_certificate,
-        kem_key.public_key(),
-        now=encryption.not_valid_before_utc + BACKDATE,
-        valid_for=encryption.not_valid_after_utc - encryption.not_valid_before_utc,
-    )
-    return DeviceKeys(
-        keys.identity_key,
-        keys.identity_certificate,
-        keys.encryption_key,
-        encryption,
-        kem_key,
-        certificate,
-    )
 
 
 def _kem_pair(

@@ -48,6 +48,7 @@ __all__ = [
     "Wrap",
     "content_aad",
     "open_content",
+    "open_content_key",
     "open_wrap",
     "seal_content",
     "seal_wraps",
@@ -181,14 +182,33 @@ def open_wrap(
         )
     except ValueError:
         raise InvalidEnvelope() from None
+    return open_content_key(wrap.enc, wrap.ct, sealed, own_key, sender_public_key, info)
+
+
+def open_content_key(
+    enc: bytes,
+    ct: bytes,
+    sealed: bytes,
+    own_key: X25519PrivateKey,
+    sender_public_key: X25519PublicKey,
+    info: bytes,
+    *,
+    psk: bytes = b"",
+    psk_id: bytes = b"",
+) -> bytes:
+    """``R`` (:data:`CONTENT_KEY_SIZE` bytes) from one wrap of ``T`` = ``sealed``:
+    HPKE OpenAuth (OpenAuthPSK with ``psk``, the hybrid), ``aad`` = SHA-256(``T``);
+    :class:`InvalidEnvelope` for any failure, a wrong size included."""
     key = open_auth(
         WRAP_SUITE,
-        wrap.enc,
+        enc,
         own_key,
         sender_public_key,
         info=info,
         aad=hashlib.sha256(sealed).digest(),
-        ct=wrap.ct,
+        ct=ct,
+        psk=psk,
+        psk_id=psk_id,
     )
     if len(key) != CONTENT_KEY_SIZE:
         raise InvalidEnvelope()

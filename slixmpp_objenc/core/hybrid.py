@@ -58,16 +58,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .authenticated import CONTENT_KEY_SIZE, WRAP_SUITE, _ids
+from .authenticated import CONTENT_KEY_SIZE, WRAP_SUITE, _ids, open_content_key
 from .certificates import (
     Normalizer,
     canonical_jid,
     normalize_bare_jid,
 )
 from .errors import EncryptionError, InvalidEnvelope
-from .hpke import open_auth, seal_auth
+from .hpke import seal_auth
 from .identities import (
+    BACKDATE,
     ENCRYPTION_VALIDITY,
+    DeviceKeys,
     PeerIdentity,
     _key_usage,
     check_issued,
@@ -96,6 +98,7 @@ __all__ = [
     "seal_hybrid_wraps",
     "stretch_passphrase",
     "validate_kem_certificate",
+    "with_kem_key",
 ]
 
 HYBRID_LABEL: Final = b"urn:ietf:params:xml:ns:xmpp-objenc:0#auth-pq-1"
@@ -141,6 +144,28 @@ def issue_kem_certificate(
         _key_usage(key_encipherment=True),
         now=now,
         valid_for=valid_for,
+    )
+
+
+def with_kem_key(keys: DeviceKeys) -> DeviceKeys:
+    """``keys`` with a fresh ML-KEM-768 key whose certificate has exactly the
+    encryption certificate's dates: issued and rotated together (PROTOCOL.md 13.11)."""
+    encryption = keys.encryption_certificate
+    kem_key = MLKEM768PrivateKey.generate()
+    certificate = issue_kem_certificate(
+        keys.identity_key,
+        keys.identity_certificate,
+        kem_key.public_key(),
+        now=encryption.not_valid_before_utc + BACKDATE,
+        valid_for=encryption.not_valid_after_utc - encryption.not_valid_before_utc,
+    )
+    return DeviceKeys(
+        keys.identity_key,
+        keys.identity_certificate,
+        keys.encryption_key,
+        encryption,
+        kem_key,
+        certificate,
     )
 
 
@@ -372,17 +397,6 @@ def open_hybrid_wrap(
     if derived is None:  # ...raised outside the handler: no frame with key material travels
         raise InvalidEnvelope()
     psk, psk_id = derived
-    key = open_auth(
-        WRAP_SUITE,
-        wrap.enc,
-        own_key,
-        sender_public_key,
-        info=info,
-        aad=hashlib.sha256(sealed).digest(),
-        ct=wrap.ct,
-        psk=psk,
-        psk_id=psk_id,
+    return open_content_key(
+        wrap.enc, wrap.ct, sealed, own_key, sender_public_key, info, psk=psk, psk_id=psk_id
     )
-    if len(key) != CONTENT_KEY_SIZE:
-        raise InvalidEnvelope()
-    return key

@@ -50,7 +50,7 @@ from slixmpp_objenc.core.auth_envelope import (
     seal_authenticated,
 )
 from slixmpp_objenc.core.constants import NS_OBJENC
-from slixmpp_objenc.core.hybrid import issue_kem_certificate
+from slixmpp_objenc.core.hybrid import with_kem_key
 from slixmpp_objenc.core.identities import DeviceKeys
 from slixmpp_objenc.core.rotation import RotationPolicy
 from slixmpp_objenc.core.timestamps import utcnow
@@ -115,22 +115,11 @@ class HybridDevices(AuthDevices):
         self.kem: list[tuple[MLKEM768PrivateKey, bytes]] = []
         self.with_kem: list[DeviceKeys] = []
         for bob in self.bobs:
-            key = MLKEM768PrivateKey.generate()
-            certificate = issue_kem_certificate(
-                bob.identity_key, bob.identity_certificate, key.public_key()
-            )
-            kem_id = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
-            self.kem.append((key, kem_id))
-            self.with_kem.append(
-                DeviceKeys(
-                    bob.identity_key,
-                    bob.identity_certificate,
-                    bob.encryption_key,
-                    bob.encryption_certificate,
-                    key,
-                    certificate,
-                )
-            )
+            device = with_kem_key(bob)
+            assert device.kem_key is not None and device.kem_certificate is not None
+            kem_id = hashlib.sha256(device.kem_certificate.public_bytes(Encoding.DER)).digest()
+            self.kem.append((device.kem_key, kem_id))
+            self.with_kem.append(device)
 
     def seal_hybrid(self, stanza: bytes, recipients: int, second: bytes = b"") -> ET.Element:
         """:meth:`AuthDevices.seal` with ``hybrid=True`` (every ``<key/>`` hybrid)."""

@@ -13,6 +13,7 @@ from slixmpp import JID, ClientXMPP
 from slixmpp.xmlstream import StanzaBase, tostring
 
 from slixmpp_objenc import Publication, PublicationStatus
+from slixmpp_objenc.core.identities import DeviceKeys
 
 WAIT = 20.0
 
@@ -57,6 +58,40 @@ async def next_matching(
             raise AssertionError(f"timed out waiting for {what}") from None
         if predicate(item):
             return item
+
+
+class QueuedDevice:
+    """One connected objenc client and the events queued for it since it was made;
+    subclasses (dataclasses) declare ``client`` and ``queues`` with what else
+    their tests keep."""
+
+    client: ClientXMPP
+    queues: dict[str, asyncio.Queue[Any]]
+
+    @property
+    def plugin(self) -> Any:
+        return self.client.plugin["objenc"]
+
+    @property
+    def keys(self) -> DeviceKeys:
+        """This device's keys (authenticated profile), loaded."""
+        keys: DeviceKeys | None = self.plugin.keyring.device.keys
+        assert keys is not None
+        return keys
+
+    async def next(self, event: str, what: str, predicate: Callable[[Any], bool] = bool) -> Any:
+        return await next_matching(self.queues[event], predicate, what)
+
+    async def body(self, body: str) -> Any:
+        """The next ``message`` event with this body."""
+        return await self.next("message", repr(body), lambda m: m["body"] == body)
+
+    def drain(self, event: str) -> list[Any]:
+        """Everything queued for ``event`` so far, taken out."""
+        queue, items = self.queues[event], []
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        return items
 
 
 async def eventually(

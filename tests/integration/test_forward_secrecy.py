@@ -53,10 +53,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from objenc_peers import (
     WAIT,
+    QueuedDevice,
     Wire,
     befriend,
     eventually,
-    next_matching,
     publication_settled,
     secret,
     tap,
@@ -127,7 +127,7 @@ class Clock:
 
 
 @dataclass
-class Device:
+class Device(QueuedDevice):
     """One connected objenc client and the events it emitted since it was made."""
 
     client: ClientXMPP
@@ -137,34 +137,14 @@ class Device:
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
 
     @property
-    def plugin(self) -> Any:
-        return self.client.plugin["objenc"]
-
-    @property
     def encryption_key(self) -> X25519PrivateKey:
-        keys = self.plugin.keyring.device.keys
-        assert keys is not None
-        key: X25519PrivateKey = keys.encryption_key
+        key: X25519PrivateKey = self.keys.encryption_key
         return key
 
     @property
     def encryption_fingerprint(self) -> str:
-        keys = self.plugin.keyring.device.keys
-        assert keys is not None
-        fingerprint: str = keys.encryption_fingerprint
+        fingerprint: str = self.keys.encryption_fingerprint
         return fingerprint
-
-    async def next(self, event: str, what: str, predicate: Callable[[Any], bool] = bool) -> Any:
-        return await next_matching(self.queues[event], predicate, what)
-
-    def drain(self, event: str) -> None:
-        queue = self.queues[event]
-        while not queue.empty():
-            queue.get_nowait()
-
-    async def body(self, body: str) -> Any:
-        """The next ``message`` event with this body."""
-        return await self.next("message", repr(body), lambda m: m["body"] == body)
 
 
 async def connect(

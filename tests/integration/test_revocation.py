@@ -43,10 +43,10 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from objenc_peers import (
     WAIT,
+    QueuedDevice,
     Wire,
     befriend,
     eventually,
-    next_matching,
     publication_settled,
     secret,
     tap,
@@ -81,7 +81,7 @@ Connector = Callable[..., Awaitable[ClientXMPP]]
 
 
 @dataclass
-class Device:
+class Device(QueuedDevice):
     """One connected objenc client and the events it emitted since it was made."""
 
     client: ClientXMPP
@@ -90,38 +90,14 @@ class Device:
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
 
     @property
-    def plugin(self) -> Any:
-        return self.client.plugin["objenc"]
-
-    @property
     def fingerprint(self) -> str:
         """The identity fingerprint (authenticated profile) of this device."""
-        keys = self.plugin.keyring.device.keys
-        assert keys is not None
-        fingerprint: str = keys.fingerprint
+        fingerprint: str = self.keys.fingerprint
         return fingerprint
-
-    @property
-    def keys(self) -> DeviceKeys:
-        keys: DeviceKeys | None = self.plugin.keyring.device.keys
-        assert keys is not None
-        return keys
 
     def trust(self, jid: str, fingerprint: str) -> TrustState | None:
         record = self.plugin.keyring.record(jid, fingerprint)
         return None if record is None else record.trust
-
-    async def next(self, event: str, what: str, predicate: Callable[[Any], bool] = bool) -> Any:
-        return await next_matching(self.queues[event], predicate, what)
-
-    async def body(self, body: str) -> Any:
-        return await self.next("message", repr(body), lambda m: m["body"] == body)
-
-    def drain(self, event: str) -> list[Any]:
-        queue, items = self.queues[event], []
-        while not queue.empty():
-            items.append(queue.get_nowait())
-        return items
 
 
 async def connect(

@@ -35,7 +35,7 @@ from slixmpp_objenc.core.identities import (
     generate_device_keys,
 )
 from slixmpp_objenc.plugin import NODE_CERTS
-from slixmpp_objenc.store import MemoryStorage, TrustState
+from slixmpp_objenc.store import MemoryStorage, Storage, TrustState
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 E2E = f"{{{NS_OBJENC}}}e2e"
@@ -105,26 +105,77 @@ def alice_item() -> str:
 
 
 class AuthTestCase(SlixTest):
+    """The tester's device on slixmpp's mock stream, on :attr:`storage` (which a
+    :meth:`restart` keeps), with the events of :attr:`recorded_events` kept in
+    :attr:`events`. Subclasses choose the store (:meth:`make_storage`), more
+    plugin configuration (:meth:`config`) and what to set up while the plugin
+    loads (:meth:`before_ready`)."""
+
+    recorded_events: tuple[str, ...] = EVENTS
+
     def setUp(self) -> None:
         self.now = NOW
+        self.clock = TimestampSource(lambda: self.now)  # Alice's sending clock
+        self.storage: Storage = self.make_storage()
+        self.start_plugin()
+
+    def make_storage(self) -> Storage:
+        return MemoryStorage()
+
+    def config(self) -> dict[str, Any]:
+        """More plugin configuration, for a test class that needs it."""
+        return {}
+
+    def before_ready(self) -> None:
+        """What the test's server needs before the plugin loads (it publishes then)."""
+
+    def start_plugin(self) -> None:
+        """A new stream and plugin on :attr:`storage`, with our keys loaded."""
         self.stream_start(mode="client", jid=f"{ME}/resource", plugins=["xep_0030"])
         self.xmpp.register_plugin(
             "objenc",
             module=slixmpp_objenc,
-            pconfig={"identity": TESTER, "clock": lambda: self.now, "storage": MemoryStorage()},
+            pconfig={
+                "identity": TESTER,
+                "clock": lambda: self.now,
+                "storage": self.storage,
+                **self.config(),
+            },
         )
         self.plugin = self.xmpp.plugin["objenc"]
-        self.events: dict[str, list[Any]] = {name: [] for name in EVENTS}
-        for name in EVENTS:
-            self.xmpp.add_event_handler(name, self.events[name].append)
+        self.events: dict[str, list[Any]] = {name: [] for name in self.recorded_events}
+        for name, seen in self.events.items():
+            self.xmpp.add_event_handler(name, seen.append)
+        self.outbox: list[ET.Element] = []  # sent stanzas not looked at yet
+        self.before_ready()
         self.run_coro(self.plugin.ready())  # our device keys are made at load
         # Alice is a contact whose presence we receive: her node is readable to us
         self.xmpp.client_roster.add(ALICE_JID, afrom=True, ato=True)
         keys = self.plugin.keyring.device.keys
         assert keys is not None, "the authenticated profile is on in test_auth_* modules"
         self.tester: DeviceKeys = keys
-        self.clock = TimestampSource(lambda: self.now)  # Alice's sending clock
-        self.outbox: list[ET.Element] = []  # sent stanzas not looked at yet
+
+    def stop_plugin(self) -> None:
+        """Flush and close the plugin and its stream (the store stays)."""
+        self.run_coro(self.plugin.flush())
+        directory = self.plugin.directory
+        for future in [*directory._discovering.values(), *directory._retracting]:
+            future.cancel()
+        self.plugin.rotation.stop()  # its timer: the loop outlives this stream
+        self.plugin.tasks.cancel_all()
+        self.run_coro(self.plugin.close())
+        self.wait_(0.01)
+        self.stream_close()
+
+    def restart(self) -> None:
+        """A new plugin on a new stream, on the same store (the device restarted)."""
+        self.stop_plugin()
+        self.start_plugin()
+
+    def fresh(self) -> None:
+        """Another device of ours, on a new store: nothing of Alice's held."""
+        self.storage = self.make_storage()
+        self.restart()
 
     def tearDown(self) -> None:
         self.stream_close()

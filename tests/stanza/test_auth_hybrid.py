@@ -37,7 +37,6 @@ from auth_harness import (
     CHAT,
     DATA,
     E2E,
-    EVENTS,
     KEY,
     MALLORY_DEVICE,
     ME,
@@ -53,10 +52,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from testkit import TESTER
 
-import slixmpp_objenc
-from slixmpp_objenc.core import EncryptionError, InvalidEnvelope, TimestampSource
+from slixmpp_objenc.core import EncryptionError, InvalidEnvelope
 from slixmpp_objenc.core.auth_envelope import (
     WRAP_ALGO,
     AuthRecipient,
@@ -65,40 +62,23 @@ from slixmpp_objenc.core.auth_envelope import (
     seal_authenticated,
 )
 from slixmpp_objenc.core.constants import NS_OBJENC
-from slixmpp_objenc.core.hybrid import HYBRID_CIPHER_ALGO, issue_kem_certificate, stretch_passphrase
+from slixmpp_objenc.core.hybrid import (
+    HYBRID_CIPHER_ALGO,
+    issue_kem_certificate,
+    stretch_passphrase,
+    with_kem_key,
+)
 from slixmpp_objenc.core.identities import BACKDATE, DeviceKeys, generate_device_keys
-from slixmpp_objenc.store import MemoryStorage, SQLiteStorage, Storage, TrustState
+from slixmpp_objenc.store import SQLiteStorage, Storage, TrustState
 
 NS_CLIENT = "jabber:client"
 PASSPHRASE = "correct horse"
 WRONG = "correct horse battery"
 
 
-def with_kem(device: DeviceKeys) -> DeviceKeys:
-    """``device`` with an ML-KEM-768 key whose certificate is of the encryption
-    certificate's issuance: the same ``notBefore`` and validity."""
-    encryption = device.encryption_certificate
-    kem_key = MLKEM768PrivateKey.generate()
-    kem = issue_kem_certificate(
-        device.identity_key,
-        device.identity_certificate,
-        kem_key.public_key(),
-        now=encryption.not_valid_before_utc + BACKDATE,
-        valid_for=encryption.not_valid_after_utc - encryption.not_valid_before_utc,
-    )
-    return DeviceKeys(
-        device.identity_key,
-        device.identity_certificate,
-        device.encryption_key,
-        encryption,
-        kem_key,
-        kem,
-    )
-
-
-ALICE = with_kem(ALICE_DEVICE)
+ALICE = with_kem_key(ALICE_DEVICE)
 """Alice's device (the harness's identity and encryption certificates) with an ML-KEM key."""
-ALICE_OTHERS = [with_kem(generate_device_keys(ALICE_JID, now=NOW)) for _ in range(3)]
+ALICE_OTHERS = [with_kem_key(generate_device_keys(ALICE_JID, now=NOW)) for _ in range(3)]
 """Three more devices of Alice's, each with an ML-KEM key."""
 ALICE_OLD = generate_device_keys(ALICE_JID, now=NOW)
 """A device of Alice's whose client predates the hybrid: no ML-KEM key."""
@@ -180,57 +160,9 @@ class HybridCase(AuthTestCase):
     """The tester's device on a store of the test's choosing (``restart`` keeps
     it), with extra plugin configuration (``config``)."""
 
-    def config(self) -> dict[str, Any]:
-        return {}
-
-    def make_storage(self) -> Storage:
-        return MemoryStorage()
-
-    def setUp(self) -> None:
-        self.now = NOW
-        self.clock = TimestampSource(lambda: self.now)  # Alice's sending clock
-        self.storage = self.make_storage()
-        self.start_plugin()
-
     def start_plugin(self) -> None:
-        self.stream_start(mode="client", jid=f"{ME}/resource", plugins=["xep_0030"])
-        self.xmpp.register_plugin(
-            "objenc",
-            module=slixmpp_objenc,
-            pconfig={
-                "identity": TESTER,
-                "clock": lambda: self.now,
-                "storage": self.storage,
-                **self.config(),
-            },
-        )
-        self.plugin = self.xmpp.plugin["objenc"]
-        self.events: dict[str, list[Any]] = {name: [] for name in EVENTS}
-        for name in EVENTS:
-            self.xmpp.add_event_handler(name, self.events[name].append)
-        self.run_coro(self.plugin.ready())
-        self.xmpp.client_roster.add(ALICE_JID, afrom=True, ato=True)
-        keys = self.plugin.keyring.device.keys
-        assert keys is not None and keys.kem_certificate is not None, "no ML-KEM key of ours"
-        self.tester: DeviceKeys = keys
-        self.outbox: list[ET.Element] = []
-
-    def restart(self) -> None:
-        """A new plugin on a new stream, on the same store (the device restarted)."""
-        self.run_coro(self.plugin.flush())
-        directory = self.plugin.directory
-        for future in [*directory._discovering.values(), *directory._retracting]:
-            future.cancel()
-        self.plugin.tasks.cancel_all()
-        self.run_coro(self.plugin.close())
-        self.wait_(0.01)
-        self.stream_close()
-        self.start_plugin()
-
-    def fresh(self) -> None:
-        """Another device of ours, on a new store: nothing of Alice's held."""
-        self.storage = self.make_storage()
-        self.restart()
+        super().start_plugin()
+        assert self.tester.kem_certificate is not None, "no ML-KEM key of ours"
 
     # Alice's node ------------------------------------------------------------------
 

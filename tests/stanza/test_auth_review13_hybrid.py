@@ -21,10 +21,10 @@ from test_auth_hybrid import (
     hybrid_name,
     item,
     key_names,
-    with_kem,
 )
 
 from slixmpp_objenc.core.auth_envelope import seal_authenticated
+from slixmpp_objenc.core.hybrid import with_kem_key
 from slixmpp_objenc.core.identities import DeviceKeys, issue_encryption_certificate
 
 
@@ -39,7 +39,7 @@ def rotated(keys: DeviceKeys, hours: int) -> DeviceKeys:
         now=NOW + timedelta(hours=hours),
         valid_for=timedelta(days=37),
     )
-    return with_kem(DeviceKeys(keys.identity_key, keys.identity_certificate, key, certificate))
+    return with_kem_key(DeviceKeys(keys.identity_key, keys.identity_certificate, key, certificate))
 
 
 ALICE_NEXT = rotated(ALICE, 1)

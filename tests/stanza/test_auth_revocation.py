@@ -37,10 +37,8 @@ from auth_harness import (
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import tostring
-from testkit import TESTER
 
-import slixmpp_objenc
-from slixmpp_objenc.core import EncryptionError, TimestampSource
+from slixmpp_objenc.core import EncryptionError
 from slixmpp_objenc.core.identities import DeviceKeys, generate_device_keys
 from slixmpp_objenc.core.revocation import (
     Revocation,
@@ -53,7 +51,7 @@ from slixmpp_objenc.core.revocation import (
 from slixmpp_objenc.core.trust import MAX_HELD_PER_JID
 from slixmpp_objenc.events import DeviceRevokedEvent
 from slixmpp_objenc.plugin import NODE_CERTS
-from slixmpp_objenc.store import MemoryStorage, SQLiteStorage, Storage, TrustState
+from slixmpp_objenc.store import SQLiteStorage, Storage, TrustState
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 A1 = generate_device_keys(ALICE_JID, now=NOW)
@@ -130,58 +128,11 @@ def b64(data: bytes) -> str:
 class RevocationCase(AuthTestCase):
     """The tester's device with a store that outlives the plugin (``restart``)."""
 
-    def setUp(self) -> None:
-        self.now = NOW
-        self.storage: Storage = self.make_storage()
-        self.clock = TimestampSource(lambda: self.now)  # Alice's sending clock
-        self.start_plugin()
-
-    def make_storage(self) -> Storage:
-        return MemoryStorage()
-
-    def config(self) -> dict[str, Any]:
-        """More plugin configuration, for a test class that needs it."""
-        return {}
+    recorded_events = EVENTS + MORE_EVENTS
 
     def start_plugin(self) -> None:
-        self.stream_start(mode="client", jid=f"{ME}/resource", plugins=["xep_0030"])
-        self.xmpp.register_plugin(
-            "objenc",
-            module=slixmpp_objenc,
-            pconfig={
-                "identity": TESTER,
-                "clock": lambda: self.now,
-                "storage": self.storage,
-                **self.config(),
-            },
-        )
-        self.plugin = self.xmpp.plugin["objenc"]
-        self.events: dict[str, list[Any]] = {name: [] for name in EVENTS + MORE_EVENTS}
-        for name, seen in self.events.items():
-            self.xmpp.add_event_handler(name, seen.append)
-        self.outbox: list[ET.Element] = []
-        self.run_coro(self.plugin.ready())
-        self.xmpp.client_roster.add(ALICE_JID, afrom=True, ato=True)
+        super().start_plugin()
         self.xmpp.client_roster.add(BOB_JID, afrom=True, ato=True)
-        keys = self.plugin.keyring.device.keys
-        assert keys is not None
-        self.tester: DeviceKeys = keys
-
-    def stop_plugin(self) -> None:
-        self.run_coro(self.plugin.flush())
-        directory = self.plugin.directory
-        for future in [*directory._discovering.values(), *directory._retracting]:
-            future.cancel()
-        self.plugin.rotation.stop()
-        self.plugin.tasks.cancel_all()
-        self.run_coro(self.plugin.close())
-        self.wait_(0.01)
-        self.stream_close()
-
-    def restart(self) -> None:
-        """A new plugin on a new stream, on the same store (the device restarted)."""
-        self.stop_plugin()
-        self.start_plugin()
 
     def tearDown(self) -> None:
         self.stop_plugin()

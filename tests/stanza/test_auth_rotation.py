@@ -43,7 +43,7 @@ from slixmpp.xmlstream import tostring
 from testkit import TESTER
 
 import slixmpp_objenc
-from slixmpp_objenc.core import EncryptionError, TimestampSource
+from slixmpp_objenc.core import EncryptionError
 from slixmpp_objenc.core.auth_envelope import AuthRecipient, AuthSender, open_authenticated
 from slixmpp_objenc.core.constants import NS_OBJENC
 from slixmpp_objenc.core.identities import (
@@ -58,7 +58,7 @@ from slixmpp_objenc.core.timestamps import format_timestamp
 from slixmpp_objenc.held_certificates import MAX_PREVIOUS, split_pem
 from slixmpp_objenc.own_device import RotationOutcome
 from slixmpp_objenc.plugin import NODE_CERTS
-from slixmpp_objenc.store import MemoryStorage, SQLiteStorage, Storage, TrustState
+from slixmpp_objenc.store import MemoryStorage, SQLiteStorage, TrustState
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_OWNER = NS_PUBSUB + "#owner"
@@ -88,57 +88,15 @@ class RotationCase(AuthTestCase):
     """The tester's device with a store that outlives the plugin (``restart``) and
     a scripted server for our own node (``serve``)."""
 
+    recorded_events = EVENTS + ROTATION_EVENTS
+
     def setUp(self) -> None:
-        self.now = NOW
-        self.storage: Storage = MemoryStorage()
         self.published: list[x509.Certificate] = []
         """Encryption certificates in the <device/> items we published, in order."""
-        self.clock = TimestampSource(lambda: self.now)  # Alice's sending clock
-        self.start_plugin()
+        super().setUp()
 
-    def config(self) -> dict[str, Any]:
-        """More plugin configuration, for a test class that needs it."""
-        return {}
-
-    def start_plugin(self) -> None:
-        self.stream_start(mode="client", jid=f"{ME}/resource", plugins=["xep_0030"])
-        self.xmpp.register_plugin(
-            "objenc",
-            module=slixmpp_objenc,
-            pconfig={
-                "identity": TESTER,
-                "clock": lambda: self.now,
-                "storage": self.storage,
-                **self.config(),
-            },
-        )
-        self.plugin = self.xmpp.plugin["objenc"]
-        self.events: dict[str, list[Any]] = {name: [] for name in EVENTS + ROTATION_EVENTS}
-        for name, seen in self.events.items():
-            self.xmpp.add_event_handler(name, seen.append)
-        self.outbox: list[ET.Element] = []
+    def before_ready(self) -> None:
         self.own_items: dict[str, str] = {}
-        self.run_coro(self.plugin.ready())
-        self.xmpp.client_roster.add(ALICE_JID, afrom=True, ato=True)
-        keys = self.plugin.keyring.device.keys
-        assert keys is not None
-        self.tester: DeviceKeys = keys
-
-    def restart(self) -> None:
-        """A new plugin on a new stream, on the same store (the device restarted)."""
-        self.stop_plugin()
-        self.start_plugin()
-
-    def stop_plugin(self) -> None:
-        self.run_coro(self.plugin.flush())
-        directory = self.plugin.directory
-        for future in [*directory._discovering.values(), *directory._retracting]:
-            future.cancel()
-        self.plugin.rotation.stop()  # its timer: the loop outlives this stream
-        self.plugin.tasks.cancel_all()
-        self.run_coro(self.plugin.close())
-        self.wait_(0.01)
-        self.stream_close()
 
     def tearDown(self) -> None:
         self.stop_plugin()

@@ -32,7 +32,7 @@ from slixmpp_objenc.core.devices import (
     validate_device,
 )
 from slixmpp_objenc.core.errors import CertificateError
-from slixmpp_objenc.core.hybrid import issue_kem_certificate
+from slixmpp_objenc.core.hybrid import issue_kem_certificate, with_kem_key
 from slixmpp_objenc.core.identities import DeviceKeys, generate_device_keys
 from slixmpp_objenc.core.timestamps import utcnow
 from slixmpp_objenc.glue.publication import device_payload
@@ -63,19 +63,7 @@ def kem_for(device: DeviceKeys, *, now: datetime = NOW) -> x509.Certificate:
 
 def with_kem(jid: str = ALICE) -> DeviceKeys:
     """A device with all three certificates, issued together at :data:`NOW`."""
-    device = generate_device_keys(jid, now=NOW)
-    kem_key = MLKEM768PrivateKey.generate()
-    kem = issue_kem_certificate(
-        device.identity_key, device.identity_certificate, kem_key.public_key(), now=NOW
-    )
-    return DeviceKeys(
-        device.identity_key,
-        device.identity_certificate,
-        device.encryption_key,
-        device.encryption_certificate,
-        kem_key,
-        kem,
-    )
+    return with_kem_key(generate_device_keys(jid, now=NOW))
 
 
 @pytest.fixture(scope="module")

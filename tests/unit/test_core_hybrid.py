@@ -454,7 +454,7 @@ def test_decapsulation_is_skipped_for_wrong_sizes(
         return called
 
     monkeypatch.setattr(hybrid, "hybrid_psk", record("hybrid_psk"))
-    monkeypatch.setattr(hybrid, "open_auth", record("open_auth"))
+    monkeypatch.setattr(hybrid, "open_content_key", record("open_content_key"))
     wrap = stanza.wraps[0]
     for bad in (
         replace(wrap, kem_ct=wrap.kem_ct[:-1]),
