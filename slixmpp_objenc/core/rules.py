@@ -537,6 +537,7 @@ _FORWARD_WRAPPERS: Final = (
     ("sent", qname("urn:xmpp:carbons:2", "sent")),
     ("archive", qname("urn:xmpp:mam:2", "result")),
 )
+_WRAPPER_TAGS: Final = frozenset(tag for _kind, tag in _FORWARD_WRAPPERS)
 _FORWARDED_TAG: Final = qname("urn:xmpp:forward:0", "forwarded")
 _MESSAGE_TAG: Final = qname(NS_CLIENT, "message")
 
@@ -545,8 +546,7 @@ def beside_forwarded(xml: ET.Element) -> list[ET.Element]:
     """What a carbon or archive result carries beside its wrapper other than what
     servers add: never part of what was forwarded, so never delivered with it
     (a server's ``<body/>`` next to an unreadable archive result, say)."""
-    wrappers = {tag for _kind, tag in _FORWARD_WRAPPERS}
-    return [c for c in xml if c.tag not in wrappers and c.tag not in SERVER_ADDED]
+    return [c for c in xml if c.tag not in _WRAPPER_TAGS and c.tag not in SERVER_ADDED]
 
 
 def forwarded_message(

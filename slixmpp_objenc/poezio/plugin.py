@@ -77,10 +77,6 @@ log = logging.getLogger(__name__)
 DISCOVERY_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
 NACK_TRIES = 30
-COMMANDS: tuple[str, ...] = (
-    *("status", "off", "fingerprints", "trust", "accept", "reject", "verify", "match"),
-    *("mismatch", "hybrid", "revoke", "label", "rotate", "help"),
-)
 NOT_OPENED = "[objenc: this message is encrypted and could not be opened here]"
 
 
@@ -116,7 +112,7 @@ class Plugin(E2EEPlugin):
         self.api.add_command(
             "objenc",
             self._command,
-            usage="[" + "|".join(COMMANDS) + "]",
+            usage="[" + "|".join(text.SUBCOMMANDS) + "]",
             short="Object Encryption: state, trust, verification",
             help=text.HELP,
             completion=self._completion,
@@ -275,7 +271,7 @@ class Plugin(E2EEPlugin):
 
     def _completion(self, the_input: Input) -> Completion | None:
         if the_input.get_argument_position() == 1:
-            return Completion(the_input.new_completion, list(COMMANDS), 1, quotify=False)
+            return Completion(the_input.new_completion, list(text.SUBCOMMANDS), 1, quotify=False)
         return None
 
     async def _command(self, line: str) -> None:

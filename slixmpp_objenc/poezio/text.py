@@ -18,6 +18,7 @@ from ..core.trust import TrustState
 __all__ = [
     "HELP",
     "PREFIX",
+    "SUBCOMMANDS",
     "USER_TRUST_STATES",
     "CommandError",
     "ConversationState",
@@ -88,13 +89,15 @@ _ACTIONS: Final = {
     "match": "match",
     "mismatch": "mismatch",
     "nomatch": "mismatch",
-    "help": "help",
     "hybrid": "hybrid",
     "pq": "hybrid",
     "revoke": "revoke",
     "label": "label",
     "rotate": "rotate",
+    "help": "help",
 }
+SUBCOMMANDS: Final = tuple(a for a in dict.fromkeys(_ACTIONS.values()) if a != "on")
+"""What ``/objenc`` completes and its usage lists (bare ``/objenc`` is "on")."""
 _NEEDS_CONTACT: Final = frozenset(
     {"on", "off", "trust", "accept", "reject", "verify", "match", "hybrid"}
 )
