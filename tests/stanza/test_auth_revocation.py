@@ -157,15 +157,18 @@ class RevocationCase(AuthTestCase):
         self.notify(owner, items[-1:] or ["<item id='x'/>"])
         self.answer_fetch(owner, items)
 
-    def pin_alice(self, *devices: DeviceKeys, verified: bool = False) -> None:
-        """First contact: Alice's node lists ``devices``; all pinned."""
-        self.discover(ALICE_JID, [item(d) for d in devices])
+    def pin_alice(self, *devices: DeviceKeys, verified: bool = False) -> list[str]:
+        """First contact: Alice's node lists ``devices``; all pinned. Returns the
+        node's items."""
+        items = [item(d) for d in devices]
+        self.discover(ALICE_JID, items)
         for device in devices:
             assert self.trust(ALICE_JID, device) is TrustState.TOFU
             if verified:
                 self.run_coro(
                     self.plugin.set_trust(ALICE_JID, device.fingerprint, TrustState.VERIFIED)
                 )
+        return items
 
     def trust(self, jid: str, device: DeviceKeys | str) -> TrustState | None:
         fingerprint = device if isinstance(device, str) else device.fingerprint
@@ -279,8 +282,7 @@ class TestIgnored(RevocationCase):
         super().setUp()
         self.discover(BOB_JID, [item(BOB)])
         self.run_coro(self.plugin.set_trust(BOB_JID, BOB.fingerprint, TrustState.VERIFIED))
-        self.pin_alice(A1, A2, A3)
-        self.base = [item(A1), item(A2), item(A3)]
+        self.base = self.pin_alice(A1, A2, A3)
 
     def ignored(self, *extra: str, what: str) -> None:
         """Alice's node serves ``extra`` too: A1, A2 and A3 stay as they were."""
@@ -358,8 +360,7 @@ class TestIgnored(RevocationCase):
 class TestCounterRevocation(RevocationCase):
     def setUp(self) -> None:
         super().setUp()
-        self.pin_alice(A1, A2, A3)
-        self.base = [item(A1), item(A2), item(A3)]
+        self.base = self.pin_alice(A1, A2, A3)
 
     def both_revoked(self) -> None:
         assert self.trust(ALICE_JID, A1) is TrustState.REVOKED
@@ -503,8 +504,7 @@ class TestKept(RevocationCase):
         store, with the revocations withheld by the server: A2 stays revoked (not
         reported again), A2 still revokes nobody else, A4 is revoked when it
         appears."""
-        self.pin_alice(A1, A2, A3)
-        base = [item(A1), item(A2), item(A3)]
+        base = self.pin_alice(A1, A2, A3)
         self.publishes(ALICE_JID, [*base, revoked_by(A1, A2), revoked_by(A1, A4)])
         assert self.trust(ALICE_JID, A2) is TrustState.REVOKED
         self.run_coro(self.plugin.flush())
@@ -532,8 +532,7 @@ class TestKept(RevocationCase):
         """The user restores A2 (``set_trust`` tofu): the same revocation read again,
         before and after a restart, does not revoke it again; the revocation is
         still kept, so the restored A2 revokes nobody (rule 6)."""
-        self.pin_alice(A1, A2, A3)
-        node = [item(A1), item(A2), item(A3), revoked_by(A1, A2)]
+        node = [*self.pin_alice(A1, A2, A3), revoked_by(A1, A2)]
         self.publishes(ALICE_JID, node)
         assert self.trust(ALICE_JID, A2) is TrustState.REVOKED
         self.run_coro(self.plugin.set_trust(ALICE_JID, A2.fingerprint, TrustState.TOFU))
@@ -651,8 +650,7 @@ class TestOwnAccount(RevocationCase):
 class TestFindings(RevocationCase):
     def setUp(self) -> None:
         super().setUp()
-        self.pin_alice(A1, A2, A3)
-        self.base = [item(A1), item(A2), item(A3)]
+        self.base = self.pin_alice(A1, A2, A3)
 
     def test_hiding_the_good_device_once_defeats_its_counter_revocation(self) -> None:
         """The thief on A2 (with the account's password, or the server) retracts

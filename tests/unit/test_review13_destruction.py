@@ -8,23 +8,12 @@ reason names the finding); a plain test is an attack that was tried and held.
 from __future__ import annotations
 
 import gc
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from test_own_device_rotation import DAY, ME, T0, Clock
 
 from slixmpp_objenc.keyring import Keyring
 from slixmpp_objenc.store import SQLiteStorage
-
-ME = "romeo@montague.net"
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def reachable(root: object, target: object) -> list[str]:
